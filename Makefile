@@ -1,0 +1,32 @@
+# One entry point for people and CI. `make test` needs nothing but Python 3.11 and redis-server.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint bench demo-model clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[gateway,worker,dev]'
+	touch $(STAMP)
+
+run: install  ## Redis (AOF) + one worker + the gateway on http://127.0.0.1:8000
+	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/local/run.sh
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+demo-model: install  ## Retrain the shipped demo model on phantoms (a few minutes on 2 cores)
+	$(BIN)/pneumo train-demo --out models/demo
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""Clients of the service: the `pneumo` command line and the Python client."""

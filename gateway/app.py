@@ -1,0 +1,134 @@
+"""The FastAPI application: `uvicorn gateway.app:app`. `create_app(settings)` for tests."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.metrics import Metrics
+from gateway.routes import compat, jobs, ops
+from shared.config import Settings, get_settings
+from shared.errors import AppError, PayloadTooLarge
+from shared.queue import make_celery
+from shared.store import AsyncStore
+
+log = logging.getLogger(__name__)
+# Multipart framing around the file; a body larger than the file limit plus this is refused unread.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        app.state.store = AsyncStore(client, settings.key_prefix, settings.job_ttl_s)
+        app.state.celery = make_celery(settings, "pneumo-gateway")
+        yield
+        await client.aclose()
+
+    app = FastAPI(
+        title="Pneumonia X-ray triage",
+        version="0.1.0",
+        description="Submit a chest radiograph, poll for NORMAL/PNEUMONIA with a calibrated "
+        "probability and a Grad-CAM explanation. Triage support, not a diagnosis.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+        )
+    install_error_handlers(app)
+    app.middleware("http")(limit_body_and_measure)
+    for module in (jobs, compat, ops):
+        app.include_router(module.router)
+    return app
+
+
+async def limit_body_and_measure(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    settings: Settings = request.app.state.settings
+    metrics: Metrics = request.app.state.metrics
+    started = time.perf_counter()
+    declared = request.headers.get("content-length")
+    if (
+        declared
+        and declared.isdigit()
+        and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    ):
+        response: Response = error_response(
+            PayloadTooLarge(
+                f"The request exceeds {settings.max_upload_bytes} bytes.", code="upload_too_large"
+            )
+        )
+    else:
+        response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "unmatched")
+    metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+    metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+    return response
+
+
+def error_response(error: AppError, headers: dict[str, str] | None = None) -> JSONResponse:
+    if error.status in (429, 503) and not headers:
+        headers = {"Retry-After": "5"}
+    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def app_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, AppError)
+        if error.status in (413, 415, 422):
+            request.app.state.metrics.jobs_rejected.labels(error.code).inc()
+        return error_response(error)
+
+    async def validation_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        return error_response(AppError(problems, code="invalid_request", status=422))
+
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return error_response(AppError(str(error.detail), code=code, status=error.status_code))
+
+    async def redis_error(request: Request, error: Exception) -> JSONResponse:
+        log.warning("Redis unavailable: %s", error)
+        return error_response(
+            AppError(
+                "The job store is unavailable; try again shortly.",
+                code="store_unavailable",
+                status=503,
+            )
+        )
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RedisError, redis_error)
+
+
+app = create_app()

@@ -1,0 +1,94 @@
+"""The asynchronous API: submit, poll, fetch pictures, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from gateway.deps import AuthDep, CeleryDep, MetricsDep, SettingsDep, StoreDep
+from gateway.submission import submit, wait_for_final
+from shared.errors import Conflict, NotFound
+from shared.schemas import ErrorBody, Job, JobStatus, job_url
+from shared.store import AsyncStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AuthDep])
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
+PNG = {200: {"content": {"image/png": {}}}}
+
+
+async def find_job(store: AsyncStore, job_id: str) -> Job:
+    job = None
+    if _is_job_id(job_id):
+        job = await store.get(job_id)
+    if job is None:
+        raise NotFound(
+            f"No job {job_id!r} (it may have expired or been deleted).", code="job_not_found"
+        )
+    return job
+
+
+def _is_job_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+@router.post("", status_code=202, response_model=Job, responses=ERRORS)
+async def create_job(
+    file: Annotated[UploadFile, File(description="Chest radiograph, JPEG or PNG.")],
+    response: Response,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
+) -> Job:
+    job = await submit(file, method, store, celery, settings)
+    metrics.jobs_submitted.inc()
+    response.headers["Location"] = job_url(job.job_id)
+    response.headers["Retry-After"] = "1"
+    return job
+
+
+@router.get("/{job_id}", response_model=Job, responses=ERRORS)
+async def get_job(
+    job_id: str,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
+    wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds.")] = 0,
+) -> Job:
+    job = await find_job(store, job_id)
+    if wait:
+        job = await wait_for_final(store, job, min(wait, settings.max_wait_s))
+    if not job.status.is_final:
+        response.headers["Retry-After"] = "1"
+    return job
+
+
+@router.get("/{job_id}/{name}.png", response_class=Response, responses={**PNG, **ERRORS})
+async def get_picture(job_id: str, name: str, store: StoreDep) -> Response:
+    if name not in ("overlay", "heatmap"):
+        raise NotFound(f"No picture {name!r}; there are overlay.png and heatmap.png.")
+    job = await find_job(store, job_id)
+    if job.status is not JobStatus.succeeded:
+        raise Conflict(
+            f"Job {job_id} is {job.status.value}; pictures exist once it succeeds.",
+            code="not_ready",
+        )
+    data = await store.blob(job_id, name)
+    if data is None:
+        raise NotFound(f"The {name} of job {job_id} has expired.", code="picture_expired")
+    return Response(
+        data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+@router.delete("/{job_id}", status_code=204, responses=ERRORS)
+async def delete_job(job_id: str, store: StoreDep) -> Response:
+    await find_job(store, job_id)
+    await store.delete(job_id)
+    return Response(status_code=204)

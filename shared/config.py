@@ -1,0 +1,57 @@
+"""One settings object for every process, read from `PNEUMO_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Frozen so a value read at start-up cannot drift while the process runs."""
+
+    model_config = SettingsConfigDict(env_prefix="PNEUMO_", frozen=True, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "pneumo"
+    key_prefix: str = "pneumo"
+
+    job_ttl_s: int = Field(86_400, gt=0, description="Every job key and blob expires after this.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    # 50 MP covers the largest radiographs (43x43 cm detectors at 0.1 mm are ~18 MP) with room
+    # to spare, and stops decompression bombs long before they allocate gigabytes.
+    max_pixels: int = Field(50_000_000, gt=0)
+    min_side: int = Field(32, gt=0, description="Smaller images carry no diagnostic content.")
+    predict_timeout_s: float = Field(30.0, gt=0)
+    max_wait_s: float = Field(30.0, gt=0, description="Upper bound for ?wait= long polls.")
+    max_queue_depth: int = Field(10_000, gt=0)
+
+    model_dir: Path = REPO_ROOT / "models" / "demo"
+    decision_threshold: float | None = Field(None, gt=0, lt=1)
+
+    batch_size: int = Field(16, gt=0)
+    batch_wait_ms: int = Field(10, ge=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    # An unacknowledged job is handed to another worker after this long: keep it above the
+    # slowest batch, or a healthy worker's job is delivered twice.
+    visibility_timeout_s: int = Field(300, gt=0)
+
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the environment once per process; tests build `Settings(...)` directly instead."""
+    return Settings()

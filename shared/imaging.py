@@ -1,0 +1,171 @@
+"""Image intake: sniff, decode safely, reduce to grayscale, and the ONE preprocessing function.
+
+Training, evaluation, the audit and the workers all call `load_radiograph`, so a model never
+sees pixels prepared differently from those it was trained on. Rescaling to [0, 1] lives inside
+the model, so this module hands out uint8.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+from pydantic import BaseModel, Field
+
+from shared.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+# Rows or columns this flat (std of uint8 values) are padding or a collimator edge, not anatomy.
+FLAT_LINE_STD = 3.0
+
+
+class PreprocessParams(BaseModel):
+    """Recorded in model.json so serving reproduces the training-time pipeline exactly."""
+
+    image_size: int = Field(128, ge=32, le=1024)
+    trim_borders: bool = True
+    max_trim_fraction: float = Field(0.2, ge=0, lt=0.5)
+    interpolation: str = "bilinear"
+    jpeg_draft: bool = True
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    max_pixels: int = 50_000_000
+    min_side: int = 32
+
+
+def sniff_format(data: bytes) -> str:
+    """Trust magic bytes, never the file name or the client's Content-Type."""
+    if not data:
+        raise InvalidImage("The upload is empty.", code="empty_file")
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    raise UnsupportedMediaType(
+        "Only JPEG and PNG radiographs are accepted (checked by content, not by file name).",
+        code="unsupported_format",
+    )
+
+
+def decode_grayscale(
+    data: bytes, limits: IntakeLimits, draft_side: int | None = None
+) -> np.ndarray:
+    """Decode to a 2-D uint8 array, upright, alpha flattened onto black, any bit depth."""
+    sniff_format(data)
+    image = _open_checked(data, limits)
+    if draft_side and image.format == "JPEG":
+        # DCT-domain downscaling: a 2,000 px JPEG decodes at 1/2..1/8 scale for a fraction
+        # of the cost.
+        image.draft("L", (draft_side, draft_side))
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InvalidImage(
+            f"The image could not be decoded: {error}.", code="corrupt_image"
+        ) from error
+    gray = to_grayscale_array(image)
+    if min(gray.shape) < limits.min_side:
+        raise InvalidImage(
+            f"The image is {gray.shape[1]}x{gray.shape[0]} pixels; at least "
+            f"{limits.min_side} on each side is needed.",
+            code="image_too_small",
+        )
+    return gray
+
+
+def _open_checked(data: bytes, limits: IntakeLimits) -> Image.Image:
+    """Read only the header first, so a bomb is refused before any pixel buffer is allocated."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise PayloadTooLarge(str(error), code="too_many_pixels") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InvalidImage(
+            f"The image could not be read: {error}.", code="corrupt_image"
+        ) from error
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise PayloadTooLarge(
+            f"The image declares {width}x{height} pixels; the limit is {limits.max_pixels}.",
+            code="too_many_pixels",
+        )
+    return image
+
+
+def to_grayscale_array(image: Image.Image) -> np.ndarray:
+    """Every Pillow mode a radiograph arrives in, reduced to uint8 luminance."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _window_to_uint8(np.asarray(image, dtype=np.float64))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        # Transparent areas become black, the colour of air on a radiograph.
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode != "L":
+        image = image.convert("RGB").convert("L") if image.mode == "CMYK" else image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _window_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map high-bit-depth data onto 0..255 over its own range (a full-range window)."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def trim_flat_borders(gray: np.ndarray, max_fraction: float) -> np.ndarray:
+    """Cut uniform padding and collimator bands off each edge (the seed's border shortcut)."""
+    height, width = gray.shape
+    row_flat = gray.std(axis=1) < FLAT_LINE_STD
+    column_flat = gray.std(axis=0) < FLAT_LINE_STD
+    top = _leading_run(row_flat, int(height * max_fraction))
+    bottom = _leading_run(row_flat[::-1], int(height * max_fraction))
+    left = _leading_run(column_flat, int(width * max_fraction))
+    right = _leading_run(column_flat[::-1], int(width * max_fraction))
+    return gray[top : height - bottom, left : width - right]
+
+
+def _leading_run(flags: np.ndarray, limit: int) -> int:
+    run = 0
+    while run < limit and flags[run]:
+        run += 1
+    return run
+
+
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX}
+
+
+def preprocess(gray: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Decoded grayscale -> the model's (size, size) uint8 input."""
+    if params.trim_borders:
+        gray = trim_flat_borders(gray, params.max_trim_fraction)
+    size = params.image_size
+    resized = Image.fromarray(gray).resize((size, size), RESAMPLING[params.interpolation])
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_radiograph(data: bytes, params: PreprocessParams, limits: IntakeLimits) -> np.ndarray:
+    """File bytes -> model input. The single path used by training and serving alike."""
+    draft_side = 2 * params.image_size if params.jpeg_draft else None
+    return preprocess(decode_grayscale(data, limits, draft_side), params)
+
+
+def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG bytes from a uint8 array; level 1 is several times faster than the default 6."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()

@@ -1,0 +1,68 @@
+"""Shared fixtures: a real redis-server, a tiny model artifact, a real Celery worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shared.config import Settings
+from tests.support.processes import RedisServer, WorkerProcess, wait_for_workers, worker_environment
+
+TINY_IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained but complete artifact: fast to load, exercises every code path."""
+    from shared.imaging import PreprocessParams
+    from shared.model_card import ModelCard
+    from worker.artifact import save_artifact
+    from worker.model import Architecture, build_classifier
+
+    directory = tmp_path_factory.mktemp("tiny-model")
+    arch = Architecture(image_size=TINY_IMAGE_SIZE, block_filters=(8, 16, 32, 64), dense_units=16)
+    card = ModelCard(
+        name="tiny-test-model", version="0.0.1", synthetic=True,
+        preprocessing=PreprocessParams(image_size=TINY_IMAGE_SIZE),
+    )  # fmt: skip
+    save_artifact(build_classifier(arch), card, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def worker(
+    redis_server: RedisServer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    log_path = tmp_path_factory.mktemp("logs") / "worker.log"
+    process = WorkerProcess(worker_environment(redis_server.url, tiny_model_dir), log_path).start()
+    try:
+        wait_for_workers(redis_server.client(), 1)
+    except TimeoutError:
+        process.stop()
+        raise AssertionError("Worker did not start:\n" + process.log_text()[-4000:]) from None
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: RedisServer, tiny_model_dir: Path) -> Settings:
+    return Settings(redis_url=redis_server.url, model_dir=tiny_model_dir, heartbeat_s=1)
+
+
+@pytest.fixture()
+def api(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
+    """The gateway app in-process, talking to the real Redis and the real worker."""
+    from gateway.app import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client

@@ -1,0 +1,125 @@
+"""Real processes for tests: a redis-server on a free port and Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"Timed out after {timeout_s} s waiting for {what}.")
+
+
+class RedisServer:
+    """A redis-server the test owns, so it can be stopped and restarted (AOF keeps its data)."""
+
+    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True):
+        self.directory = directory
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.directory), "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_until(self.ping, 10, f"redis-server on port {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.2).ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def worker_environment(redis_url: str, model_dir: Path, **overrides: str) -> dict[str, str]:
+    environment = {
+        **os.environ,
+        "PNEUMO_REDIS_URL": redis_url,
+        "PNEUMO_MODEL_DIR": str(model_dir),
+        "PNEUMO_HEARTBEAT_S": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    environment.update(overrides)
+    return environment
+
+
+class WorkerProcess:
+    """`celery -A worker.celery_app worker`, exactly as deployed, as a child process."""
+
+    def __init__(self, environment: dict[str, str], log_path: Path, name: str = "test-worker"):
+        self.environment = environment
+        self.log_path = log_path
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [
+            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--pool=solo",
+            "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
+            "--without-mingle", "--queues", self.environment.get("PNEUMO_QUEUE_NAME", "pneumo"),
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.environment, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for_workers(client: redis.Redis, count: int, timeout_s: float = 90) -> None:
+    """Workers announce themselves in `pneumo:workers` once their model is loaded and warm."""
+    wait_until(lambda: client.hlen("pneumo:workers") >= count, timeout_s, f"{count} worker(s)")

@@ -1,0 +1,40 @@
+"""The worker's Celery application: `celery -A worker.celery_app worker --pool=solo ...`.
+
+Use one process per GPU (solo pool, or `--concurrency=1`); the model is built after start-up in
+that process and held for its lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+
+from shared.config import get_settings
+from shared.queue import make_celery
+
+settings = get_settings()
+app = make_celery(settings, "pneumo-worker")
+# Enough unacknowledged messages in hand to fill one micro-batch.
+app.conf.worker_prefetch_multiplier = settings.batch_size
+app.conf.include = ["worker.tasks"]
+
+log = logging.getLogger(__name__)
+
+
+@signals.worker_ready.connect
+def load_model_and_announce(**_: object) -> None:
+    from worker.context import get_context
+
+    context = get_context()
+    context.publish_heartbeat()
+    context.start_heartbeat()
+    log.info("Worker %s ready with model %s", context.name, context.runtime.card.version)
+
+
+@signals.worker_shutdown.connect
+def deregister(**_: object) -> None:
+    from worker.context import get_context
+
+    if get_context.cache_info().currsize:
+        get_context().stop()

@@ -1,0 +1,74 @@
+"""Everything a worker process holds for its lifetime: settings, store, model runtime, heartbeat.
+
+Created lazily, once per process and after any fork, so that importing worker code never loads
+a model and a forked child never inherits a parent's accelerator context.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from shared.config import Settings, get_settings
+from shared.imaging import IntakeLimits
+from shared.store import SyncStore
+from worker.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: SyncStore
+    runtime: ModelRuntime
+    name: str
+    limits: IntakeLimits
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def publish_heartbeat(self) -> None:
+        self.store.heartbeat(self.name, self.runtime.card.model_dump(mode="json"))
+
+    def start_heartbeat(self) -> None:
+        """Tell the gateway (readiness, /v1/models) that a loaded model is serving here."""
+
+        def beat() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.publish_heartbeat()
+                except OSError as error:  # Redis briefly away: the next beat retries.
+                    log.warning("Heartbeat failed: %s", error)
+                self._stop.wait(self.settings.heartbeat_s)
+
+        threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.store.forget_worker(self.name)
+        except OSError as error:
+            log.warning("Could not deregister %s: %s", self.name, error)
+
+
+def build_context(settings: Settings) -> WorkerContext:
+    runtime = ModelRuntime.from_directory(
+        settings.model_dir, settings.decision_threshold, max_batch=settings.batch_size
+    )
+    seconds = runtime.warm_up()
+    log.info("Model warmed up in %.1f s for batches up to %d", seconds, settings.batch_size)
+    return WorkerContext(
+        settings=settings,
+        store=SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s),
+        runtime=runtime,
+        name=f"{socket.gethostname()}:{os.getpid()}",
+        limits=IntakeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_context() -> WorkerContext:
+    return build_context(get_settings())
