@@ -66,3 +66,20 @@ def api(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
 
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def trained_phantom_model(tmp_path_factory: pytest.TempPathFactory):
+    """A small CNN trained on phantoms, served through the real runtime, with held-out data."""
+    from shared.imaging import PreprocessParams
+    from shared.model_card import ModelCard
+    from tests.support.phantom_model import IMAGE_SIZE, phantom_set, train_small_classifier
+    from worker.artifact import save_artifact
+    from worker.runtime import ModelRuntime
+
+    model = train_small_classifier(phantom_set(400, seed=1), phantom_set(100, seed=3))
+    directory = tmp_path_factory.mktemp("phantom-model")
+    card = ModelCard(name="phantom-test", version="0.0.1", synthetic=True,
+                     preprocessing=PreprocessParams(image_size=IMAGE_SIZE))  # fmt: skip
+    save_artifact(model, card, directory)
+    return ModelRuntime.from_directory(directory), phantom_set(120, seed=2)

@@ -12,6 +12,9 @@ import keras
 from keras import layers
 
 LAST_CONV_LAYER = "last_conv"
+# Keras' default 0.99 leaves the moving statistics far from the data after a few hundred
+# steps (short phantom runs), and inference-mode predictions then collapse to one class.
+BATCH_NORM_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,10 @@ class Architecture:
 def conv_block(tensor, filters: int, index: int, pool: bool, last: bool = False):
     """Two 3x3 convolutions with BatchNorm; the very last conv is named for Grad-CAM."""
     tensor = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index}a")(tensor)
-    tensor = layers.BatchNormalization(name=f"bn{index}a")(tensor)
+    tensor = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"bn{index}a")(tensor)
     tensor = layers.Activation("relu", name=f"relu{index}a")(tensor)
     tensor = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index}b")(tensor)
-    tensor = layers.BatchNormalization(name=f"bn{index}b")(tensor)
+    tensor = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"bn{index}b")(tensor)
     # Grad-CAM reads the rectified activations of the final block: this layer's output.
     tensor = layers.Activation("relu", name=LAST_CONV_LAYER if last else f"relu{index}b")(tensor)
     if pool:
