@@ -1,6 +1,7 @@
-"""The worker's Celery application: `celery -A worker.celery_app worker --pool=solo ...`.
+"""The worker's Celery application: `celery -A worker.celery_app worker --pool=threads ...`.
 
-Use one process per GPU (solo pool, or `--concurrency=1`); the model is built after start-up in
+Run one process per GPU with `--pool=threads --concurrency=1`: one thread runs the model while
+the consumer keeps fetching messages for the next batch. The model is built after start-up in
 that process and held for its lifetime.
 """
 
@@ -15,8 +16,8 @@ from shared.queue import make_celery
 
 settings = get_settings()
 app = make_celery(settings, "pneumo-worker")
-# Enough unacknowledged messages in hand to fill one micro-batch.
-app.conf.worker_prefetch_multiplier = settings.batch_size
+# Messages in hand: the batch being processed plus a full next one gathering behind it.
+app.conf.worker_prefetch_multiplier = 2 * settings.batch_size
 app.conf.include = ["worker.tasks"]
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Celery tasks: thin glue from queue messages to `worker.pipeline`.
 
-`pneumo.predict` is a celery-batches task: the worker buffers up to `PNEUMO_BATCH_SIZE` messages
-or `PNEUMO_BATCH_WAIT_MS` and hands them over as one list, so one model call serves them all.
+`pneumo.predict` is an adaptive celery-batches task (`worker.batching`): while the model is busy
+the worker keeps buffering messages, and the next batch takes everything buffered; an idle
+worker flushes after `PNEUMO_BATCH_WAIT_MS`. One model call serves a whole batch.
 Messages are acknowledged after the batch is written (late acks); a redelivered job that is
 already final is skipped, which makes the task idempotent.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import logging
 
-from celery_batches import Batches, SimpleRequest
+from celery_batches import SimpleRequest
 
 from shared.config import get_settings
 from shared.queue import PREDICT_TASK
+from worker.batching import AdaptiveBatches
 from worker.celery_app import app
 from worker.context import get_context
 from worker.pipeline import process_jobs
@@ -23,7 +25,7 @@ settings = get_settings()
 
 
 @app.task(
-    base=Batches,
+    base=AdaptiveBatches,
     name=PREDICT_TASK,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_wait_ms / 1000.0,

@@ -97,7 +97,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         command = [
-            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--pool=solo",
+            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--pool=threads", "--concurrency=1",
             "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
             "--without-mingle", "--queues", self.environment.get("PNEUMO_QUEUE_NAME", "pneumo"),
         ]  # fmt: skip
