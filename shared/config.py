@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +29,18 @@ class Settings(BaseSettings):
     predict_timeout_s: float = Field(30.0, gt=0)
     max_wait_s: float = Field(30.0, gt=0, description="Upper bound for ?wait= long polls.")
     max_queue_depth: int = Field(10_000, gt=0)
+    # One POST /v1/batches: at most this many files and bytes (the request body limit there).
+    max_batch_files: int = Field(64, gt=0)
+    max_batch_bytes: int = Field(100 * 1024 * 1024, gt=0)
 
     model_dir: Path = REPO_ROOT / "models" / "demo"
     decision_threshold: float | None = Field(None, gt=0, lt=1)
+
+    # Accelerator and CPU tuning for workers (see worker/device.py).
+    mixed_precision: bool = Field(False, description="bfloat16 compute on GPUs that have it.")
+    xla: bool = Field(False, description="XLA-compile the TensorFlow predict-and-explain call.")
+    intra_op_threads: int = Field(0, ge=0, description="0: one per visible core.")
+    inter_op_threads: int = Field(0, ge=0, description="0: two (one model call at a time).")
 
     batch_size: int = Field(16, gt=0)
     batch_wait_ms: int = Field(10, ge=0)
@@ -39,9 +48,23 @@ class Settings(BaseSettings):
     # An unacknowledged job is handed to another worker after this long: keep it above the
     # slowest batch, or a healthy worker's job is delivered twice.
     visibility_timeout_s: int = Field(300, gt=0)
+    # A job started this many times without finishing (its worker died, or its batch could not
+    # be written each time) ends failed with code `worker_lost` instead of circling for ever.
+    max_deliveries: int = Field(3, gt=0)
+    # Celery's time limits need a pool that can kill a child; ours (solo/threads) cannot, so the
+    # worker enforces these per batch: past the soft limit the batch is handed back to the queue
+    # at the next step boundary, past the hard limit the process exits. Both stay below the
+    # visibility timeout, so an overrunning batch is never also running elsewhere.
+    batch_soft_time_limit_s: float = Field(120.0, gt=0)
+    batch_hard_time_limit_s: float = Field(180.0, gt=0)
 
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    # Submissions per client (API key, else address) per minute; 0 turns the limit off.
+    rate_limit_per_minute: int = Field(0, ge=0)
+    # Answer a client's repeated image (same bytes, method and live model) with its earlier
+    # succeeded job instead of computing it again.
+    dedupe_results: bool = False
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
@@ -49,6 +72,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @model_validator(mode="after")
+    def _time_limits_nest(self) -> Settings:
+        soft, hard = self.batch_soft_time_limit_s, self.batch_hard_time_limit_s
+        if not soft < hard < self.visibility_timeout_s:
+            raise ValueError(
+                f"Need batch_soft_time_limit_s ({soft}) < batch_hard_time_limit_s ({hard}) < "
+                f"visibility_timeout_s ({self.visibility_timeout_s})."
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     arch = Architecture(image_size=TINY_IMAGE_SIZE, block_filters=(8, 16, 32, 64), dense_units=16)
     card = ModelCard(
         name="tiny-test-model", version="0.0.1", synthetic=True,
-        preprocessing=PreprocessParams(image_size=TINY_IMAGE_SIZE),
+        preprocessing=PreprocessParams(image_size=TINY_IMAGE_SIZE), architecture=asdict(arch),
     )  # fmt: skip
     save_artifact(build_classifier(arch), card, directory)
     return directory

@@ -30,6 +30,25 @@ class Prediction:
         return self.probability if self.label == "PNEUMONIA" else 1.0 - self.probability
 
 
+def rebuild_in_bfloat16(model, card: ModelCard):
+    """The saved model pins float32 per layer, so build the architecture again under the
+    mixed policy (bfloat16 compute, float32 weights and logit) and copy the weights over."""
+    import keras
+
+    from worker.model import Architecture, build_classifier
+
+    fields = {key: value for key, value in card.architecture.items() if key != "family"}
+    fields["block_filters"] = tuple(fields.get("block_filters", Architecture.block_filters))
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        rebuilt = build_classifier(Architecture(**fields))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def bucket_size(count: int, largest: int) -> int:
     """Pad batches to powers of two so a shape-specialising backend (JAX) compiles few shapes."""
     return min(largest, 1 << max(0, math.ceil(math.log2(max(count, 1)))))
@@ -38,19 +57,23 @@ def bucket_size(count: int, largest: int) -> int:
 class ModelRuntime:
     """Owns the model for its process. Build it after any fork, never at import time."""
 
-    def __init__(self, model, card: ModelCard, threshold: float | None = None, max_batch: int = 64):
+    def __init__(self, model, card: ModelCard, threshold: float | None = None, max_batch: int = 64,
+                 mixed_precision: bool = False, jit_compile: bool = False):  # fmt: skip
         self.card = card
         self.threshold = threshold if threshold is not None else card.threshold.value
         self.max_batch = max_batch
+        if mixed_precision:
+            model = rebuild_in_bfloat16(model, card)
         features, head = split_classifier(model)
-        self._explain = make_explainer(features, head)
+        self._explain = make_explainer(features, head, jit_compile=jit_compile)
         self.image_size = card.preprocessing.image_size
 
     @classmethod
-    def from_directory(cls, directory: Path, threshold: float | None = None, max_batch: int = 64):
+    def from_directory(cls, directory: Path, threshold: float | None = None, max_batch: int = 64,
+                       mixed_precision: bool = False, jit_compile: bool = False):  # fmt: skip
         model, card = load_artifact(directory)
         log.info("Loaded model %s %s (sha256 %s)", card.name, card.version, card.sha256[:12])
-        return cls(model, card, threshold, max_batch)
+        return cls(model, card, threshold, max_batch, mixed_precision, jit_compile)
 
     @property
     def logit_threshold(self) -> float:

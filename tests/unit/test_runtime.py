@@ -1,0 +1,52 @@
+"""The model runtime: batch padding, and the GPU options giving the same answers as float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.runtime import ModelRuntime, bucket_size
+
+
+def test_batches_are_padded_to_powers_of_two_up_to_the_maximum() -> None:
+    assert [bucket_size(count, 16) for count in (1, 2, 3, 5, 9, 16, 40)] == [1, 2, 4, 8, 16, 16, 16]
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (5, 64, 64), dtype=np.uint8)
+
+
+def test_batches_larger_than_the_maximum_are_chunked(tiny_model_dir: Path, images) -> None:
+    whole = ModelRuntime.from_directory(tiny_model_dir, max_batch=8).predict(images)
+    chunked = ModelRuntime.from_directory(tiny_model_dir, max_batch=2).predict(images)
+    assert len(chunked) == len(images)
+    for left, right in zip(whole, chunked, strict=True):
+        assert left.probability == pytest.approx(right.probability, abs=1e-5)
+
+
+def test_xla_gives_the_same_answers(tiny_model_dir: Path, images) -> None:
+    reference = ModelRuntime.from_directory(tiny_model_dir).predict(images)
+    compiled = ModelRuntime.from_directory(tiny_model_dir, jit_compile=True).predict(images)
+    for expected, actual in zip(reference, compiled, strict=True):
+        assert actual.probability == pytest.approx(expected.probability, abs=1e-4)
+        np.testing.assert_allclose(actual.maps["gradcam"], expected.maps["gradcam"], atol=1e-3)
+
+
+def test_bfloat16_keeps_probabilities_and_valid_maps(tiny_model_dir: Path, images) -> None:
+    """bfloat16 has 8 mantissa bits: probabilities stay close; the maps of this untrained
+    model's near-zero gradients are noise either way, so only their contract is checked."""
+    reference = ModelRuntime.from_directory(tiny_model_dir).predict(images)
+    mixed = ModelRuntime.from_directory(tiny_model_dir, mixed_precision=True).predict(images)
+    for expected, actual in zip(reference, mixed, strict=True):
+        assert actual.probability == pytest.approx(expected.probability, abs=0.02)
+        cam = actual.maps["gradcam"]
+        assert cam.dtype == np.float32 and 0.0 <= cam.min() and cam.max() <= 1.0
+
+
+def test_warm_up_compiles_every_bucket(tiny_model_dir: Path) -> None:
+    runtime = ModelRuntime.from_directory(tiny_model_dir, max_batch=4)
+    assert runtime.warm_up() > 0
+    assert len(runtime.predict(np.zeros((3, 64, 64), np.uint8))) == 3
