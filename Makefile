@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench demo-model clean
+.PHONY: install run test lint bench bench-quick demo-model clean
 
 install: $(STAMP)
 
@@ -24,6 +24,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: install  ## Throughput side by side (ceiling, worker, HTTP, sync baseline); minutes
+	mkdir -p bench/out
+	$(BIN)/python -m bench --json bench/out/results.json | tee bench/out/results.md
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 demo-model: install  ## Retrain the shipped demo model on phantoms (a few minutes on 2 cores)
 	$(BIN)/pneumo train-demo --out models/demo

@@ -1,0 +1,89 @@
+"""In-process measurements: intake costs and the model's own ceiling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from shared.imaging import IntakeLimits, PreprocessParams, decode_grayscale, encode_png, preprocess
+from worker.phantoms import generate_phantom, render_large_jpeg
+
+
+def benchmark_jpegs(
+    count: int, seed: int = 0, sides: tuple[int, int] = (1000, 2000)
+) -> list[bytes]:
+    """Phantom films of realistic size (Kermany originals are ~1,000-2,000 px on a side)."""
+    rng = np.random.default_rng(seed)
+    return [
+        render_large_jpeg(
+            generate_phantom(rng, 256, pneumonia=bool(index % 2)),
+            rng,
+            side=int(rng.integers(sides[0], sides[1] + 1)),
+        )  # fmt: skip
+        for index in range(count)
+    ]
+
+
+def mean_ms(action: Callable[[], object], repeats: int) -> float:
+    action()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        action()
+    return round((time.perf_counter() - started) / repeats * 1000.0, 3)
+
+
+def intake_costs(jpeg_2000px: bytes, params: PreprocessParams, repeats: int) -> dict[str, float]:
+    """ms per image: full decode vs Pillow draft mode; PNG encoding at two zlib levels."""
+    from worker.overlay import blend, colourise
+
+    limits = IntakeLimits()
+    image = preprocess(decode_grayscale(jpeg_2000px, limits, params.image_size), params)
+    cam = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    return {
+        "jpeg_bytes": len(jpeg_2000px),
+        "decode_full_ms": mean_ms(
+            lambda: preprocess(decode_grayscale(jpeg_2000px, limits), params), repeats
+        ),  # fmt: skip
+        "decode_draft_ms": mean_ms(
+            lambda: preprocess(decode_grayscale(jpeg_2000px, limits, params.image_size), params),
+            repeats,
+        ),
+        "render_png_level1_ms": mean_ms(
+            lambda: (
+                encode_png(colourise(cam, image.shape[0]), 1),
+                encode_png(blend(image, cam), 1),
+            ),
+            repeats * 5,
+        ),
+        "render_png_level6_ms": mean_ms(
+            lambda: (
+                encode_png(colourise(cam, image.shape[0]), 6),
+                encode_png(blend(image, cam), 6),
+            ),
+            repeats * 5,
+        ),
+    }
+
+
+def model_ceiling(model_dir: Path, batch_size: int, seconds: float) -> dict[str, float]:
+    """The model alone (prediction + every explanation map) on preprocessed batches."""
+    from worker.runtime import ModelRuntime
+
+    runtime = ModelRuntime.from_directory(model_dir, max_batch=batch_size)
+    runtime.warm_up()
+    size = runtime.image_size
+    batch = np.random.default_rng(0).integers(0, 255, (batch_size, size, size), dtype=np.uint8)
+    single_ms = mean_ms(lambda: runtime.predict(batch[:1]), 20)
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runtime.predict(batch)
+        calls += 1
+    elapsed = time.perf_counter() - started
+    return {
+        "model_ceiling_img_s": round(calls * batch_size / elapsed, 2),
+        "single_image_model_ms": single_ms,
+        "batch_size": batch_size,
+    }

@@ -1,0 +1,196 @@
+"""`make bench` / `pneumo bench`: every throughput figure from one run, side by side.
+
+(a) model ceiling, (b) a worker draining a pre-filled queue, (c) HTTP submit-and-poll at
+concurrency 1, 8, 32, (d) a synchronous seed-shaped baseline, (e) the ratios between them.
+Machines here are shared and noisy: compare ratios from the same run, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.load import run_load
+from bench.measure import benchmark_jpegs, intake_costs, model_ceiling
+from bench.stack import HttpServer, gateway_environment, rss_mib, start_worker
+from shared.config import Settings
+from shared.schemas import Job
+from shared.store import SyncStore, new_job
+from tests.support.processes import RedisServer, wait_for_workers, wait_until
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
+
+
+@dataclass(frozen=True)
+class Plan:
+    distinct_images: int
+    drain_jobs: int
+    requests: dict[int, int]  # concurrency -> requests
+    baseline_requests: int
+    ceiling_seconds: float
+    batch_size: int = 16
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(8, 64, {1: 8, 8: 32, 32: 64}, 32, 3.0)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(32, 1000, {1: 40, 8: 200, 32: 400}, 200, 15.0)
+
+
+def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Plan,
+                workdir: Path) -> dict[str, float]:  # fmt: skip
+    """Fill the queue first, then start a worker and time it from first claim to last result."""
+    from celery import Celery
+
+    from shared.queue import enqueue_predict, make_celery
+
+    settings = Settings(redis_url=redis.url)
+    store = SyncStore.from_url(redis.url, settings.key_prefix, settings.job_ttl_s)
+    celery: Celery = make_celery(settings, "bench")
+    job_ids = []
+    for index in range(plan.drain_jobs):
+        job = new_job(f"bench-{index:06d}", settings.job_ttl_s)
+        store.save([job], {job.job_id: {"upload": images[index % len(images)]}})
+        enqueue_predict(celery, settings, job.job_id)
+        job_ids.append(job.job_id)
+    client = redis.client()
+    client.config_resetstat()
+    worker = start_worker(redis, model_dir, workdir, plan.batch_size)
+    wait_for_workers(client, 1, timeout_s=180)
+    rss_start = rss_mib(worker.process.pid)
+    wait_until(lambda: _all_final(store, job_ids), 3600, "the queue to drain")
+    rss_end = rss_mib(worker.process.pid)
+    commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
+    jobs = [job for job, _ in store.load_jobs_and_uploads(job_ids) if job is not None]
+    worker.stop()
+    return _drain_summary(jobs, commands, rss_start, rss_end)
+
+
+def _all_final(store: SyncStore, job_ids: list[str]) -> bool:
+    records = store.client.mget([store.keys.job(job_id) for job_id in job_ids])
+    return all(b'"succeeded"' in record or b'"failed"' in record for record in records if record)
+
+
+def _drain_summary(jobs: list[Job], commands: int, rss_start: float, rss_end: float):
+    first = min(job.started_at for job in jobs if job.started_at)
+    last = max(job.finished_at for job in jobs if job.finished_at)
+    seconds = (last - first).total_seconds()
+    return {
+        "worker_img_s": round(len(jobs) / seconds, 2),
+        "worker_jobs": len(jobs),
+        "worker_failed": sum(job.status.value == "failed" for job in jobs),
+        "redis_commands_per_job": round(commands / len(jobs), 2),
+        "worker_rss_start_mib": rss_start,
+        "worker_rss_end_mib": rss_end,
+    }
+
+
+def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="pneumo-bench-"))
+    images = benchmark_jpegs(plan.distinct_images)
+    results: dict = {
+        "plan": plan.__dict__ | {"requests": {str(k): v for k, v in plan.requests.items()}}
+    }
+    results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
+                                     _preprocessing(model_dir), repeats=10)  # fmt: skip
+    results["ceiling"] = model_ceiling(model_dir, plan.batch_size, plan.ceiling_seconds)
+    redis = RedisServer(workdir / "redis").start()
+    try:
+        results["worker"] = drain_queue(redis, model_dir, images, plan, workdir)
+        results["e2e"] = _end_to_end(redis, model_dir, images, plan, workdir)
+        results["sync_baseline"] = _baseline(model_dir, images, plan, workdir)
+    finally:
+        redis.stop()
+    results["ratios"] = ratios(results)
+    return results
+
+
+def _preprocessing(model_dir: Path):
+    from worker.artifact import read_card
+
+    return read_card(model_dir).preprocessing
+
+
+def _end_to_end(redis, model_dir: Path, images: list[bytes], plan: Plan, workdir: Path) -> dict:
+    worker = start_worker(redis, model_dir, workdir, plan.batch_size, name="e2e-worker")
+    gateway = HttpServer("gateway.app:app", gateway_environment(redis, model_dir),
+                         workdir / "gateway.log").start("/readyz", timeout_s=180)  # fmt: skip
+    try:
+        return {
+            str(concurrency): run_load(gateway.url, _cycle(images, count), concurrency).summary()
+            for concurrency, count in plan.requests.items()
+        }
+    finally:
+        gateway.stop()
+        worker.stop()
+
+
+def _baseline(model_dir: Path, images: list[bytes], plan: Plan, workdir: Path) -> dict:
+    environment = gateway_environment(RedisServer(workdir), model_dir)
+    server = HttpServer("bench.sync_baseline:app", environment, workdir / "baseline.log")
+    server.start("/docs", timeout_s=180)
+    try:
+        load = run_load(server.url, _cycle(images, plan.baseline_requests), 32, synchronous=True)
+        return load.summary()
+    finally:
+        server.stop()
+
+
+def _cycle(images: list[bytes], count: int) -> list[bytes]:
+    return [images[index % len(images)] for index in range(count)]
+
+
+def ratios(results: dict) -> dict[str, float]:
+    ceiling = results["ceiling"]["model_ceiling_img_s"]
+    e2e_32 = results["e2e"]["32"]["img_s"]
+    return {
+        "worker_over_ceiling": round(results["worker"]["worker_img_s"] / ceiling, 3),
+        "e2e32_over_ceiling": round(e2e_32 / ceiling, 3),
+        "e2e32_over_sync_baseline": round(e2e_32 / results["sync_baseline"]["img_s"], 3),
+        "p50_c1_minus_single_model_ms": round(
+            results["e2e"]["1"]["p50_ms"] - results["ceiling"]["single_image_model_ms"], 1
+        ),
+    }
+
+
+TARGETS = {
+    "worker_over_ceiling": (">=", 0.85),
+    "e2e32_over_ceiling": (">=", 0.7),
+    "e2e32_over_sync_baseline": (">=", 1.5),
+    "p50_c1_minus_single_model_ms": ("<=", 60.0),
+}
+
+
+def markdown(results: dict) -> str:
+    lines = ["| figure | value | target | met |", "|---|---|---|---|"]
+    for name, value in results["ratios"].items():
+        op, bound = TARGETS[name]
+        met = value >= bound if op == ">=" else value <= bound
+        lines.append(f"| {name} | {value} | {op} {bound} | {'yes' if met else 'NO'} |")
+    lines += ["", "| measurement | value |", "|---|---|"]
+    for section in ("intake", "ceiling", "worker", "sync_baseline"):
+        lines += [f"| {section}.{key} | {value} |" for key, value in results[section].items()]
+    lines += [
+        "",
+        "| concurrency | img/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for concurrency, row in results["e2e"].items():
+        lines.append(f"| {concurrency} | {row['img_s']} | {row['p50_ms']} | {row['p95_ms']} | "
+                     f"{row['p99_ms']} | {row['errors']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(quick: bool, json_path: Path | None, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
+    started = time.perf_counter()
+    results = run_benchmark(Plan.quick() if quick else Plan.full(), model_dir)
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return results

@@ -1,0 +1,30 @@
+"""The benchmark's quick mode as a smoke test: every figure present, every job served.
+
+No timing assertions here (machines are shared and noisy); targets are judged from `make bench`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.run import Plan, markdown, run_benchmark
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
+    plan = Plan(distinct_images=4, drain_jobs=16, requests={1: 4, 8: 8, 32: 32},
+                baseline_requests=16, ceiling_seconds=1.0)  # fmt: skip
+    results = run_benchmark(plan, tiny_model_dir)
+    assert results["worker"]["worker_jobs"] == 16 and results["worker"]["worker_failed"] == 0
+    assert results["worker"]["redis_commands_per_job"] > 0
+    assert results["intake"]["decode_draft_ms"] < results["intake"]["decode_full_ms"]
+    for concurrency in ("1", "8", "32"):
+        assert results["e2e"][concurrency]["errors"] == 0
+    assert results["sync_baseline"]["errors"] == 0
+    assert set(results["ratios"]) == {"worker_over_ceiling", "e2e32_over_ceiling",
+                                      "e2e32_over_sync_baseline", "p50_c1_minus_single_model_ms"}
+    table = markdown(results)
+    assert "worker_over_ceiling" in table and "| 32 |" in table
