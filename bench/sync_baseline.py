@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
+from typing import Annotated
 
 from fastapi import FastAPI, File, UploadFile
 
@@ -37,7 +38,7 @@ app = FastAPI(title="synchronous baseline", lifespan=load_model_at_startup)
 
 
 @app.post("/predict")
-async def predict(file: UploadFile = File(...)) -> dict[str, object]:
+async def predict(file: Annotated[UploadFile, File()]) -> dict[str, object]:
     model = runtime()
     image = load_radiograph(await file.read(), model.card.preprocessing, IntakeLimits())
     prediction = model.predict(image[None])[0]
