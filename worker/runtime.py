@@ -101,7 +101,8 @@ class ModelRuntime:
         padded = np.zeros((bucket_size(count, self.max_batch), *images.shape[1:]), np.uint8)
         padded[:count] = images
         logits, maps = self._explain(padded[..., None], self.logit_threshold)
-        probabilities = 1.0 / (1.0 + np.exp(-logits[:count] / self.card.temperature))
+        scaled = logits[:count].astype(np.float64) / self.card.temperature
+        probabilities = np.exp(-np.logaddexp(0.0, -scaled))  # sigmoid without overflow
         return [
             Prediction(
                 probability=float(probability),

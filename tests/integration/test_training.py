@@ -1,0 +1,201 @@
+"""Train a small CNN on phantoms, then hold the artifact, its threshold and its report to account.
+
+One model is trained per module (64 px input, narrow blocks) so the whole file stays well inside
+the CI budget on two cores; every test reads that artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from shared.imaging import PreprocessParams
+from shared.model_card import ModelCard
+from worker import metrics
+from worker.artifact import read_card
+from worker.data import MANIFEST_FILE, load_dataset
+from worker.evaluation import evaluate_model, predict_files, predict_images
+from worker.model import Architecture
+from worker.phantoms import write_kermany_dataset
+from worker.reports import PLOTS, metrics_table, write_report
+from worker.runtime import ModelRuntime
+from worker.training import ModelIdentity, TrainingConfig, train_model, training_pipeline
+
+pytestmark = pytest.mark.slow
+
+IMAGE_SIZE = 64
+TARGET_SENSITIVITY = 0.95
+CONFIG = TrainingConfig(
+    epochs=6,
+    batch_size=16,
+    patience=6,
+    seed=0,
+    target_sensitivity=TARGET_SENSITIVITY,
+    architecture=Architecture(image_size=IMAGE_SIZE, block_filters=(8, 16, 32, 64), dense_units=32),
+)
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("phantoms") / "chest_xray"
+    write_kermany_dataset(
+        directory,
+        count=640,
+        size=128,
+        seed=11,
+        prevalence=0.55,
+        split_fractions=(0.7, 0.05, 0.25),
+        images_per_patient=(1, 3),
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    params = PreprocessParams(image_size=IMAGE_SIZE)
+    dataset = load_dataset(phantom_dir, params, splits=("train", "val"), seed=CONFIG.seed)
+    model_dir = tmp_path_factory.mktemp("model")
+    started = time.perf_counter()
+    card = train_model(dataset, params, model_dir, CONFIG, ModelIdentity(synthetic=True))
+    return model_dir, card, dataset, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained, phantom_dir: Path):
+    model_dir = trained[0]
+    return evaluate_model(model_dir, phantom_dir, split="test", resamples=300)
+
+
+def epoch_batches(pipeline) -> list[np.ndarray]:
+    return [images.numpy() for images, _ in pipeline]
+
+
+def test_augmentation_stream_is_seeded_varies_by_epoch_and_stays_on_the_uint8_grid() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 2, 12)
+    config = TrainingConfig(batch_size=4, seed=5, architecture=Architecture(image_size=32))
+    first, second = (
+        training_pipeline(images, labels, config),
+        training_pipeline(images, labels, config),
+    )
+    first_epoch, repeat_epoch = epoch_batches(first), epoch_batches(second)
+    for ours, theirs in zip(first_epoch, repeat_epoch, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    next_epoch = epoch_batches(first)
+    assert not all(np.array_equal(a, b) for a, b in zip(first_epoch, next_epoch, strict=True))
+    stacked = np.concatenate(first_epoch)
+    assert stacked.shape == (12, 32, 32, 1)
+    assert stacked.min() >= 0 and stacked.max() <= 255 and np.all(stacked == np.round(stacked))
+    assert not np.array_equal(np.sort(stacked.ravel()), np.sort(images.ravel()))  # augmented
+
+
+def test_a_few_epochs_separate_held_out_phantoms_within_two_minutes(trained, evaluation) -> None:
+    seconds = trained[3]
+    summary = evaluation.summary
+    assert summary["data"]["split"] == "test" and summary["images"] >= 140
+    assert summary["roc_auc"]["value"] >= 0.9, summary["roc_auc"]
+    assert seconds < 120, f"training took {seconds:.0f} s"
+
+
+def test_chosen_threshold_meets_target_sensitivity_on_validation(trained) -> None:
+    model_dir, card, dataset, _ = trained
+    assert card.threshold.target_sensitivity == TARGET_SENSITIVITY
+    assert card.threshold.validation_sensitivity >= TARGET_SENSITIVITY
+    assert "sensitivity >= 0.95" in card.threshold.rule
+    # The worker's own runtime, reading model.json, reaches it on the same validation images.
+    runtime = ModelRuntime.from_directory(model_dir)
+    validation = dataset.splits["val"]
+    served = predict_images(runtime, validation.images)
+    achieved = metrics.threshold_metrics(validation.labels, served, runtime.threshold)
+    assert achieved["recall"] >= TARGET_SENSITIVITY
+    assert achieved["specificity"] == pytest.approx(card.threshold.validation_specificity)
+    assert runtime.threshold == card.threshold.value
+
+
+def test_artifact_directory_holds_card_history_and_patient_disjoint_manifest(trained) -> None:
+    model_dir, card, dataset, _ = trained
+    assert read_card(model_dir).model_dump(mode="json") == card.model_dump(mode="json")
+    assert card.synthetic and card.temperature > 0
+    assert card.preprocessing.image_size == IMAGE_SIZE
+    assert card.data["fingerprint"] == dataset.fingerprint
+    assert {"keras", "tensorflow", "numpy"} <= set(card.library_versions)
+    assert "validation" in card.metrics and "calibration" in card.metrics
+    manifest = json.loads((model_dir / MANIFEST_FILE).read_text())
+    patients = {
+        split: {e["patient"] for e in manifest["files"][split]} for split in manifest["files"]
+    }
+    assert not patients["train"] & patients["val"]
+    assert not patients["train"] & patients["test"]
+    history = json.loads((model_dir / "history.json").read_text())
+    assert history["epochs"] == len(history["val_auc"]) >= 1
+    assert (model_dir / "history.csv").read_text().startswith("epoch,")
+    model_card_text = (model_dir / "MODEL_CARD.md").read_text()
+    assert "Not a diagnosis" in model_card_text and "Synthetic model" in model_card_text
+    assert not (model_dir / ".checkpoint").exists()
+
+
+def test_offline_prediction_of_files_equals_the_evaluated_probabilities(
+    trained, evaluation, phantom_dir: Path
+) -> None:
+    model_dir = trained[0]
+    test_files = json.loads((model_dir / MANIFEST_FILE).read_text())["files"]["test"]
+    chosen = [0, 1, len(test_files) // 2, len(test_files) - 1]
+    paths = [phantom_dir / test_files[index]["file"] for index in chosen]
+    probabilities = predict_files(model_dir, paths)
+    np.testing.assert_allclose(probabilities, evaluation.probabilities[chosen], rtol=1e-6)
+
+
+def test_report_has_metrics_with_intervals_plots_and_markdown(
+    trained, evaluation, tmp_path
+) -> None:
+    model_dir = trained[0]
+    report = write_report(evaluation, model_dir, tmp_path)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    for name in metrics.THRESHOLD_METRICS + metrics.RANKING_METRICS:
+        low, high = written[name]["ci95"]
+        assert low <= written[name]["value"] <= high
+    assert np.sum(written["confusion_matrix"]) == written["images"]
+    assert 0 <= written["calibration"]["ece"] <= 1
+    for name in PLOTS:
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
+        assert f"]({name})" in report.read_text()
+    console = Console(record=True, width=120)
+    console.print(metrics_table(written, "test"))
+    assert "ROC-AUC" in console.export_text()
+
+
+def test_evaluate_command_writes_report_and_records_metrics_in_card(
+    trained, phantom_dir: Path, tmp_path: Path
+) -> None:
+    from client.cli import app
+
+    model_dir = trained[0]
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(phantom_dir),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "200",
+            "--update-card",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "ROC-AUC" in result.output
+    assert (out / "metrics.json").is_file() and (out / "report.md").is_file()
+    card = ModelCard.model_validate_json((model_dir / "model.json").read_text())
+    assert card.metrics["test"]["roc_auc"]["value"] >= 0.9
+    assert card.sha256 == trained[1].sha256  # recording metrics leaves the weights alone
