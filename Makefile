@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-quick demo-model clean
+.PHONY: install browser run test lint bench bench-quick demo-model clean
 
 install: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 run: install  ## Redis (AOF) + one worker + the gateway on http://127.0.0.1:8000
 	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/local/run.sh
 
-test: install
+# The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "chromium missing: the browser test will skip (sudo apt-get install chromium)"; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.metrics import Metrics
-from gateway.routes import compat, jobs, ops
+from gateway.routes import batches, compat, jobs, ops, web
 from shared.config import Settings, get_settings
 from shared.errors import AppError, PayloadTooLarge
 from shared.queue import make_celery
@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_error_handlers(app)
     app.middleware("http")(limit_body_and_measure)
-    for module in (jobs, compat, ops):
+    # web first: its /v1/jobs/{id}/input.png must match before jobs' /v1/jobs/{id}/{name}.png.
+    for module in (web, jobs, batches, compat, ops):
         app.include_router(module.router)
     return app
 
@@ -70,15 +71,10 @@ async def limit_body_and_measure(
     metrics: Metrics = request.app.state.metrics
     started = time.perf_counter()
     declared = request.headers.get("content-length")
-    if (
-        declared
-        and declared.isdigit()
-        and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    ):
+    limit = body_limit(request, settings)
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
         response: Response = error_response(
-            PayloadTooLarge(
-                f"The request exceeds {settings.max_upload_bytes} bytes.", code="upload_too_large"
-            )
+            PayloadTooLarge(f"The request exceeds {limit} bytes.", code="upload_too_large")
         )
     else:
         response = await call_next(request)
@@ -89,9 +85,15 @@ async def limit_body_and_measure(
     return response
 
 
+def body_limit(request: Request, settings: Settings) -> int:
+    """A batch carries many files; every other request at most one."""
+    batch = request.method == "POST" and request.url.path == "/v1/batches"
+    return settings.max_batch_bytes if batch else settings.max_upload_bytes
+
+
 def error_response(error: AppError, headers: dict[str, str] | None = None) -> JSONResponse:
-    if error.status in (429, 503) and not headers:
-        headers = {"Retry-After": "5"}
+    if not headers and (error.retry_after_s or error.status in (429, 503)):
+        headers = {"Retry-After": str(error.retry_after_s or 5)}
     return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
 
 

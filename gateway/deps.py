@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from celery import Celery
@@ -10,7 +12,7 @@ from fastapi import Depends, Header, Request
 
 from gateway.metrics import Metrics
 from shared.config import Settings
-from shared.errors import Unauthorized
+from shared.errors import BadRequest, Unauthorized
 from shared.store import AsyncStore
 
 
@@ -40,19 +42,40 @@ CeleryDep = Annotated[Celery, Depends(get_celery)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
+@dataclass(frozen=True)
+class Client:
+    """Who is asking, for rate limits and idempotency keys: a digest of the API key when keys
+    are configured (never the key itself), else the peer address."""
+
+    scope: str
+
+
 def require_api_key(
+    request: Request,
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
-) -> None:
+) -> Client:
     """Open when no keys are configured; otherwise `X-API-Key` or `Authorization: Bearer`."""
     if not settings.api_keys:
-        return
+        return Client(f"address:{request.client.host if request.client else 'unknown'}")
     presented = x_api_key or _bearer_token(authorization)
-    # Compare against every key, always, so timing reveals neither a match nor which key.
-    matches = [hmac.compare_digest(presented or "", key) for key in settings.api_keys]
-    if not presented or not any(matches):
+    if not presented or not _matches_a_key(presented, settings.api_keys):
         raise Unauthorized("A valid API key is required (X-API-Key or Authorization: Bearer).")
+    return Client(f"key:{_digest(presented)[:32]}")
+
+
+def _matches_a_key(presented: str, keys: tuple[str, ...]) -> bool:
+    # Digests first: equal lengths, so the comparison time reveals neither the key's length
+    # nor its prefix, and any header text compares (compare_digest refuses non-ASCII str).
+    # Every key is compared, always, so timing does not tell which key matched either.
+    presented_digest = _digest(presented)
+    matches = [hmac.compare_digest(presented_digest, _digest(key)) for key in keys]
+    return any(matches)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -62,3 +85,33 @@ def _bearer_token(authorization: str | None) -> str | None:
 
 
 AuthDep = Depends(require_api_key)
+ClientDep = Annotated[Client, Depends(require_api_key)]
+# RFC 9110 fields are visible ASCII; the draft's structured-field form is a quoted string.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Repeat a POST safely: the same key and file give back the same job "
+            "(IETF draft-ietf-httpapi-idempotency-key-header). 1-255 printable ASCII "
+            "characters; scoped to your API key.",
+        ),
+    ] = None,
+) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isascii() and key.isprintable()):
+        raise BadRequest(
+            "The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]

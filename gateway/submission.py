@@ -1,21 +1,34 @@
 """Accepting an upload: read within limits, validate by decoding once, store, enqueue.
 
-A rejected upload stores nothing; an upload that cannot be enqueued is removed again.
+A rejected upload stores nothing; an upload that cannot be enqueued is removed again. A
+repeated submission (same Idempotency-Key, or the same image with result dedupe on) is
+answered with the job it made before (`gateway.idempotency`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 
 from celery import Celery
 from fastapi import UploadFile
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from gateway.idempotency import IN_FLIGHT_TTL_S, ReuseKeys, claim, find_earlier, reuse_keys
 from shared.config import Settings
-from shared.errors import AppError, BadRequest, Overloaded, PayloadTooLarge, ServiceUnavailable
-from shared.imaging import IntakeLimits, decode_grayscale
+from shared.errors import (
+    AppError,
+    BadRequest,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from shared.imaging import IntakeLimits, validated_upload
 from shared.queue import enqueue_predict
 from shared.schemas import EXPLANATION_METHODS, Job, JobStatus
 from shared.store import AsyncStore, new_job
@@ -23,6 +36,8 @@ from shared.store import AsyncStore, new_job
 # Validation only has to prove the file decodes; JPEG draft mode makes that cheap.
 VALIDATION_DRAFT_SIDE = 256
 QUEUE_FULL_RETRY_AFTER_S = 5
+RATE_WINDOW_S = 60
+ANONYMOUS = "anonymous"
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
@@ -34,9 +49,10 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-async def validate_image(data: bytes, settings: Settings) -> None:
+async def validate_image(data: bytes, settings: Settings) -> bytes:
+    """The bytes to store: the upload itself, or a DICOM's pixels without its tags."""
     limits = IntakeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side)
-    await run_in_threadpool(decode_grayscale, data, limits, VALIDATION_DRAFT_SIDE)
+    return await run_in_threadpool(validated_upload, data, limits, VALIDATION_DRAFT_SIDE)
 
 
 def check_method(method: str) -> str:
@@ -50,28 +66,86 @@ def check_method(method: str) -> str:
 
 
 async def check_queue_depth(store: AsyncStore, settings: Settings) -> None:
-    depth = await store.client.llen(settings.queue_name)
+    depth = await store.queue_depth(settings.queue_name)
     if depth >= settings.max_queue_depth:
-        raise Overloaded(f"{depth} jobs are waiting; try again shortly.", code="queue_full")
+        raise Overloaded(
+            f"{depth} jobs are waiting; try again shortly.",
+            code="queue_full",
+            retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+        )
+
+
+async def enforce_rate_limit(store: AsyncStore, settings: Settings, scope: str) -> None:
+    """A fixed one-minute window per client; counted before the upload is even read."""
+    limit = settings.rate_limit_per_minute
+    if not limit:
+        return
+    now = time.time()
+    window = int(now // RATE_WINDOW_S)
+    count = await store.count_in_window(store.keys.rate(scope, window), RATE_WINDOW_S)
+    if count > limit:
+        raise TooManyRequests(
+            f"More than {limit} submissions this minute; slow down.",
+            retry_after_s=RATE_WINDOW_S - int(now % RATE_WINDOW_S),
+        )
 
 
 async def submit(
-    upload: UploadFile, method: str, store: AsyncStore, celery: Celery, settings: Settings
+    upload: UploadFile,
+    method: str,
+    store: AsyncStore,
+    celery: Celery,
+    settings: Settings,
+    *,
+    client_scope: str = ANONYMOUS,
+    idempotency_key: str | None = None,
 ) -> Job:
     check_method(method)
-    data = await read_upload(upload, settings)
-    await validate_image(data, settings)
+    await enforce_rate_limit(store, settings, client_scope)
+    data = await validate_image(await read_upload(upload, settings), settings)
+    keys = reuse_keys(store, settings, client_scope, f"{method}\0".encode() + data, idempotency_key)
+    earlier = await find_earlier(store, settings, keys)
+    if earlier is not None:
+        return earlier
     await check_queue_depth(store, settings)
+    return await store_and_enqueue(data, method, store, celery, settings, keys=keys)
+
+
+async def store_and_enqueue(
+    data: bytes,
+    method: str,
+    store: AsyncStore,
+    celery: Celery,
+    settings: Settings,
+    *,
+    keys: ReuseKeys | None = None,
+) -> Job:
+    """A validated upload becomes a queued job; if the queue is unreachable, nothing is kept."""
     job = new_job(str(uuid.uuid4()), settings.job_ttl_s, method)
-    await store.create(job, data)
+    if keys is not None:
+        earlier = await claim(store, keys, job, IN_FLIGHT_TTL_S)
+        if earlier is not None:  # a concurrent twin of this request won the key
+            return earlier
     try:
+        await store.create(job, data, keys.links(job.job_id) if keys else {})
         await asyncio.to_thread(enqueue_predict, celery, settings, job.job_id)
     except OperationalError as error:
-        await store.delete(job.job_id)
+        await _forget(store, job, keys)
         raise ServiceUnavailable(
             "The job queue is unreachable.", code="queue_unavailable"
         ) from error
+    except RedisError:
+        await _forget(store, job, keys)
+        raise
     return job
+
+
+async def _forget(store: AsyncStore, job: Job, keys: ReuseKeys | None) -> None:
+    """Best effort: with Redis away this fails too, and the keys' short TTLs clean up."""
+    with contextlib.suppress(RedisError):
+        await store.delete(job.job_id)
+        if keys is not None and keys.idempotency:
+            await store.client.delete(keys.idempotency)
 
 
 async def wait_for_final(store: AsyncStore, job: Job, wait_s: float) -> Job:

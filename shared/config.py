@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,8 +59,9 @@ class Settings(BaseSettings):
     batch_soft_time_limit_s: float = Field(120.0, gt=0)
     batch_hard_time_limit_s: float = Field(180.0, gt=0)
 
-    api_keys: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
+    # NoDecode: the environment holds `k1,k2` (split below), not the JSON pydantic-settings expects.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     # Submissions per client (API key, else address) per minute; 0 turns the limit off.
     rate_limit_per_minute: int = Field(0, ge=0)
     # Answer a client's repeated image (same bytes, method and live model) with its earlier

@@ -8,14 +8,25 @@ class AppError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    # Seconds a client should wait before trying again (429/503 answers carry it as Retry-After).
+    retry_after_s: int | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after_s: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     def to_dict(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
@@ -47,6 +58,10 @@ class UnsupportedMediaType(AppError):
 
 class InvalidImage(AppError):
     status, code = 422, "invalid_image"
+
+
+class TooManyRequests(AppError):
+    status, code = 429, "rate_limited"
 
 
 class Overloaded(AppError):

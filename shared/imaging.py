@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 
+from shared.dicom import decode_dicom, looks_like_dicom
 from shared.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "dicom": "application/dicom"}
 # Rows or columns this flat (std of uint8 values) are padding or a collimator edge, not anatomy.
 FLAT_LINE_STD = 3.0
 
@@ -48,8 +49,10 @@ def sniff_format(data: bytes) -> str:
         return "jpeg"
     if data.startswith(PNG_MAGIC):
         return "png"
+    if looks_like_dicom(data):
+        return "dicom"
     raise UnsupportedMediaType(
-        "Only JPEG and PNG radiographs are accepted (checked by content, not by file name).",
+        "Only JPEG, PNG and DICOM radiographs are accepted (checked by content, not by file name).",
         code="unsupported_format",
     )
 
@@ -58,20 +61,10 @@ def decode_grayscale(
     data: bytes, limits: IntakeLimits, draft_side: int | None = None
 ) -> np.ndarray:
     """Decode to a 2-D uint8 array, upright, alpha flattened onto black, any bit depth."""
-    sniff_format(data)
-    image = _open_checked(data, limits)
-    if draft_side and image.format == "JPEG":
-        # DCT-domain downscaling: a 2,000 px JPEG decodes at 1/2..1/8 scale for a fraction
-        # of the cost.
-        image.draft("L", (draft_side, draft_side))
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image) or image
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InvalidImage(
-            f"The image could not be decoded: {error}.", code="corrupt_image"
-        ) from error
-    gray = to_grayscale_array(image)
+    if sniff_format(data) == "dicom":
+        gray = decode_dicom(data, limits.max_pixels)
+    else:
+        gray = _decode_with_pillow(data, limits, draft_side)
     if min(gray.shape) < limits.min_side:
         raise InvalidImage(
             f"The image is {gray.shape[1]}x{gray.shape[0]} pixels; at least "
@@ -81,10 +74,41 @@ def decode_grayscale(
     return gray
 
 
+def validated_upload(data: bytes, limits: IntakeLimits, draft_side: int | None = None) -> bytes:
+    """Prove an upload decodes and return the bytes to store.
+
+    A DICOM is stored as a lossless PNG of its display pixels: exactly the uint8 image
+    `decode_grayscale` makes of the DICOM, so the worker's result is unchanged, and not one
+    header tag (name, ids, dates) reaches the store.
+    """
+    gray = decode_grayscale(data, limits, draft_side)
+    return encode_png(gray) if sniff_format(data) == "dicom" else data
+
+
+def _decode_with_pillow(data: bytes, limits: IntakeLimits, draft_side: int | None) -> np.ndarray:
+    image = _open_checked(data, limits)
+    if draft_side and image.format == "JPEG":
+        # DCT-domain downscaling: a 2,000 px JPEG decodes at 1/2..1/8 scale for a fraction
+        # of the cost.
+        image.draft("L", (draft_side, draft_side))
+    try:
+        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: no orientation, then
+            image = ImageOps.exif_transpose(image) or image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InvalidImage(
+            f"The image could not be decoded: {error}.", code="corrupt_image"
+        ) from error
+    return to_grayscale_array(image)
+
+
 def _open_checked(data: bytes, limits: IntakeLimits) -> Image.Image:
     """Read only the header first, so a bomb is refused before any pixel buffer is allocated."""
     try:
         with warnings.catch_warnings():
+            # Pillow warns about corrupt metadata (EXIF) and carries on: so do we, quietly.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:

@@ -83,8 +83,24 @@ class ErrorBody(BaseModel):
     error: JobError
 
 
+class BatchCreated(BaseModel):
+    batch_id: str
+    job_ids: list[str] = Field(description="In the order the files were sent.")
+
+
+class Batch(BatchCreated):
+    counts: dict[str, int] = Field(
+        description="Jobs per status; `expired` counts jobs deleted or past their TTL."
+    )
+    done: bool = Field(description="True once no job is queued or running.")
+
+
 def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
+
+
+def batch_url(batch_id: str) -> str:
+    return f"/v1/batches/{batch_id}"
 
 
 def blob_url(job_id: str, name: str) -> str:

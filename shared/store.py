@@ -3,7 +3,13 @@
 Key layout, all under the configured prefix:
     {p}:job:{id}              JSON of `Job`
     {p}:blob:{id}:{name}      raw bytes (upload, heatmap, overlay)
-    {p}:idem:{key}            idempotency key -> job id
+    {p}:finals:{id}           how many times a final state was written: 1, or a job was duplicated
+    {p}:refs:{id}             set of the lookup keys below that point at this job, erased with it
+    {p}:idem:{digest}         a client's Idempotency-Key -> job id + request fingerprint
+    {p}:dedupe:{digest}       a client's image + method -> job id (when result dedupe is on)
+    {p}:rate:{client}:{n}     submissions by one client in rate-limit window n
+    {p}:pending               sorted set: unfinished job id -> when it was last queued
+    {p}:sweep-turn            which worker sweeps `pending` next (worker.recovery)
     {p}:workers               hash: worker name -> heartbeat JSON (model card, time)
 Both sync (worker) and asyncio (gateway) clients use the same key functions.
 """
@@ -11,16 +17,43 @@ Both sync (worker) and asyncio (gateway) clients use the same key functions.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 
 from shared.schemas import Job, JobStatus, utc_now
 
+log = logging.getLogger(__name__)
 BLOB_NAMES = ("upload", "heatmap", "overlay")
+
+# Write a job record (and its PNGs) unless the stored record is gone (deleted: do not bring it
+# back) or already final (another delivery finished first: do not overwrite its answer). A
+# final write also counts itself, so a duplicate would show, and leaves the pending index.
+# KEYS: record, final-write counter, pending index, blob...
+# ARGV: JSON, ttl, "final" or "claim", job id, blob...
+WRITE_UNLESS_FINAL = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local status = cjson.decode(current)['status']
+if status == 'succeeded' or status == 'failed' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for index = 4, #KEYS do
+  redis.call('SET', KEYS[index], ARGV[index + 1], 'EX', ARGV[2])
+end
+if ARGV[3] == 'final' then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+end
+return 1
+"""
 
 
 class Keys:
@@ -33,11 +66,32 @@ class Keys:
     def blob(self, job_id: str, name: str) -> str:
         return f"{self.prefix}:blob:{job_id}:{name}"
 
-    def all_for_job(self, job_id: str) -> list[str]:
-        return [self.job(job_id), *(self.blob(job_id, name) for name in BLOB_NAMES)]
+    def finals(self, job_id: str) -> str:
+        return f"{self.prefix}:finals:{job_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+    def refs(self, job_id: str) -> str:
+        return f"{self.prefix}:refs:{job_id}"
+
+    def all_for_job(self, job_id: str) -> list[str]:
+        blobs = [self.blob(job_id, name) for name in BLOB_NAMES]
+        return [self.job(job_id), *blobs, self.finals(job_id), self.refs(job_id)]
+
+    def idempotency(self, digest: str) -> str:
+        return f"{self.prefix}:idem:{digest}"
+
+    def dedupe(self, digest: str) -> str:
+        return f"{self.prefix}:dedupe:{digest}"
+
+    def rate(self, client: str, window: int) -> str:
+        return f"{self.prefix}:rate:{client}:{window}"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    @property
+    def sweep_turn(self) -> str:
+        return f"{self.prefix}:sweep-turn"
 
     @property
     def workers(self) -> str:
@@ -53,6 +107,40 @@ def new_job(job_id: str, ttl_s: int, method: str = "gradcam") -> Job:
         expires_at=created + timedelta(seconds=ttl_s),
         method=method,
     )
+
+
+def ttl_left(job: Job) -> int:
+    """Seconds until the job expires: every key written later still expires with the job."""
+    return max(1, int((job.expires_at - utc_now()).total_seconds()))
+
+
+@dataclass
+class Write:
+    """One job's record (and PNGs) for `SyncStore.write_unless_final`."""
+
+    job: Job
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    def key_names(self, keys: Keys) -> list[str]:
+        job_id = self.job.job_id
+        names = [keys.job(job_id), keys.finals(job_id), keys.pending]
+        return names + [keys.blob(job_id, name) for name in self.blobs]
+
+    def values(self) -> list[str | bytes | int]:
+        stage = "final" if self.job.status.is_final else "claim"
+        head: list[str | bytes | int] = [self.job.model_dump_json(), ttl_left(self.job)]
+        return [*head, stage, self.job.job_id, *self.blobs.values()]
+
+
+def _parse_job(job_id: str, record: bytes | None) -> Job | None:
+    """A record this version cannot read counts as gone, so its message cannot loop for ever."""
+    if record is None:
+        return None
+    try:
+        return Job.model_validate_json(record)
+    except ValidationError:
+        log.error("Job %s has an unreadable record; skipping it.", job_id)
+        return None
 
 
 class SyncStore:
@@ -74,25 +162,56 @@ class SyncStore:
             pipe.get(self.keys.job(job_id))
             pipe.get(self.keys.blob(job_id, "upload"))
         replies = pipe.execute()
-        pairs = []
-        for record, upload in zip(replies[::2], replies[1::2], strict=True):
-            job = Job.model_validate_json(record) if record else None
-            pairs.append((job, upload))
-        return pairs
+        return [
+            (_parse_job(job_id, record), upload)
+            for job_id, record, upload in zip(job_ids, replies[::2], replies[1::2], strict=True)
+        ]
+
+    def load_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        records = cast(list, self.client.mget([self.keys.job(job_id) for job_id in job_ids]))
+        return [_parse_job(job_id, record) for job_id, record in zip(job_ids, records, strict=True)]
+
+    def write_unless_final(self, writes: Sequence[Write]) -> list[bool]:
+        """One round trip; each write is atomic and refused if its job is final or deleted.
+
+        Two workers holding the same redelivered job can both try: exactly one final answer
+        lands. The returned flags say which writes landed.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for write in writes:
+            names = write.key_names(self.keys)
+            pipe.eval(WRITE_UNLESS_FINAL, len(names), *names, *write.values())
+        return [bool(landed) for landed in pipe.execute()]
 
     def save(self, jobs: Iterable[Job], blobs: dict[str, dict[str, bytes]] | None = None) -> None:
-        """Write records and their blobs in one round trip; every key expires with its job."""
+        """Unconditional writes (seeding a queue, tools); every key expires with its job."""
         blobs = blobs or {}
         pipe = self.client.pipeline(transaction=True)
         for job in jobs:
-            ttl = self._ttl_left(job)
+            ttl = ttl_left(job)
             pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=ttl)
             for name, data in blobs.get(job.job_id, {}).items():
                 pipe.set(self.keys.blob(job.job_id, name), data, ex=ttl)
         pipe.execute()
 
-    def _ttl_left(self, job: Job) -> int:
-        return max(1, int((job.expires_at - utc_now()).total_seconds()))
+    def stale_pending(self, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Unfinished jobs last queued longer ago than `older_than_s`, oldest first."""
+        cutoff = time.time() - older_than_s
+        job_ids = self.client.zrangebyscore(self.keys.pending, "-inf", cutoff, start=0, num=limit)
+        return [cast(bytes, job_id).decode() for job_id in cast(list, job_ids)]
+
+    def mark_requeued(self, job_ids: Sequence[str]) -> None:
+        """Restart their clocks, so a job is queued again at most once per sweep interval."""
+        self.client.zadd(self.keys.pending, dict.fromkeys(job_ids, time.time()), xx=True)
+
+    def forget_pending(self, job_ids: Sequence[str]) -> None:
+        self.client.zrem(self.keys.pending, *job_ids)
+
+    def take_sweep_turn(self, worker_name: str, turn_s: float) -> bool:
+        """At most one worker sweeps per turn; the others skip it."""
+        return bool(
+            self.client.set(self.keys.sweep_turn, worker_name, nx=True, px=int(turn_s * 1000))
+        )
 
     def heartbeat(self, worker_name: str, card: dict) -> None:
         payload = json.dumps({"time": time.time(), "model": card})
@@ -110,10 +229,24 @@ class AsyncStore:
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
 
-    async def create(self, job: Job, upload: bytes) -> None:
+    async def create(self, job: Job, upload: bytes, links: Mapping[str, str] | None = None) -> None:
+        """The upload, the record, its entry in the pending index and the lookup keys (key ->
+        value) that lead to it, all or nothing. Lookup keys expire and go with the job."""
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.blob(job.job_id, "upload"), upload, ex=self.ttl_s)
         pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=self.ttl_s)
+        pipe.zadd(self.keys.pending, {job.job_id: time.time()})
+        for key, value in (links or {}).items():
+            pipe.set(key, value, ex=self.ttl_s)
+            pipe.sadd(self.keys.refs(job.job_id), key)
+            pipe.expire(self.keys.refs(job.job_id), self.ttl_s)
+        await pipe.execute()
+
+    async def add_ref(self, job: Job, key: str) -> None:
+        """Make `key` go when the job is deleted."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.keys.refs(job.job_id), key)
+        pipe.expire(self.keys.refs(job.job_id), ttl_left(job))
         await pipe.execute()
 
     async def get(self, job_id: str) -> Job | None:
@@ -121,12 +254,38 @@ class AsyncStore:
         return Job.model_validate_json(record) if record else None
 
     async def blob(self, job_id: str, name: str) -> bytes | None:
-        data: bytes | None = await self.client.get(self.keys.blob(job_id, name))
-        return data
+        return cast(bytes | None, await self.client.get(self.keys.blob(job_id, name)))
 
     async def delete(self, job_id: str) -> bool:
-        removed: int = await self.client.delete(*self.keys.all_for_job(job_id))
-        return removed > 0
+        """The record, every blob, and the lookup keys (idempotency, dedupe) that point at it."""
+        refs = await self.client.smembers(self.keys.refs(job_id))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*self.keys.all_for_job(job_id), *refs)
+        pipe.zrem(self.keys.pending, job_id)
+        removed, _ = await pipe.execute()
+        return int(removed) > 0
+
+    async def claim(self, key: str, value: str, ttl_s: int) -> bytes | None:
+        """Set `key` only if absent, atomically; return the value someone else set first."""
+        return cast(bytes | None, await self.client.set(key, value, ex=ttl_s, nx=True, get=True))
+
+    async def lookup(self, key: str) -> bytes | None:
+        return cast(bytes | None, await self.client.get(key))
+
+    async def remember(self, key: str, value: str, ttl_s: int) -> None:
+        await self.client.set(key, value, ex=ttl_s)
+
+    async def count_in_window(self, key: str, window_s: int) -> int:
+        """Increment a counter that lives for one window; the first increment starts the clock."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, window_s, nx=True)
+        count, _ = await pipe.execute()
+        return int(count)
+
+    async def queue_depth(self, queue_name: str) -> int:
+        depth: int = await self.client.llen(queue_name)
+        return depth
 
     async def live_workers(self, max_age_s: float) -> dict[str, dict]:
         """Workers whose heartbeat is recent; stale entries are pruned as a side effect."""
@@ -135,7 +294,7 @@ class AsyncStore:
         for name, payload in entries.items():
             beat = json.loads(payload)
             if now - beat["time"] <= max_age_s:
-                live[name.decode()] = beat
+                live[cast(bytes, name).decode()] = beat
             else:
                 stale.append(name)
         if stale:

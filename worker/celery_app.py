@@ -12,7 +12,7 @@ import logging
 from celery import signals
 
 from shared.config import get_settings
-from shared.queue import make_celery
+from shared.queue import enqueue_predict, make_celery
 
 settings = get_settings()
 app = make_celery(settings, "pneumo-worker")
@@ -28,8 +28,8 @@ def load_model_and_announce(**_: object) -> None:
     from worker.context import get_context
 
     context = get_context()
-    context.publish_heartbeat()
     context.start_heartbeat()
+    context.start_sweeper(lambda job_id: enqueue_predict(app, settings, job_id))
     log.info("Worker %s ready with model %s", context.name, context.runtime.card.version)
 
 

@@ -10,13 +10,19 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+from redis.exceptions import RedisError
 
 from shared.config import Settings, get_settings
 from shared.imaging import IntakeLimits
 from shared.store import SyncStore
+from worker.device import configure_device
+from worker.recovery import start_sweeper
 from worker.runtime import ModelRuntime
+from worker.time_limits import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +34,47 @@ class WorkerContext:
     runtime: ModelRuntime
     name: str
     limits: IntakeLimits
+    watchdog: Watchdog = field(default_factory=Watchdog)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def publish_heartbeat(self) -> None:
         self.store.heartbeat(self.name, self.runtime.card.model_dump(mode="json"))
 
     def start_heartbeat(self) -> None:
-        """Tell the gateway (readiness, /v1/models) that a loaded model is serving here."""
+        """Tell the gateway (readiness, /v1/models) that a loaded model is serving here.
+
+        The first beat goes out at once; a failed beat (Redis restarting) is only logged, so
+        the thread outlives any outage and the worker reappears as soon as Redis does.
+        """
 
         def beat() -> None:
             while not self._stop.is_set():
                 try:
                     self.publish_heartbeat()
-                except OSError as error:  # Redis briefly away: the next beat retries.
+                except (RedisError, OSError) as error:
                     log.warning("Heartbeat failed: %s", error)
                 self._stop.wait(self.settings.heartbeat_s)
 
         threading.Thread(target=beat, name="heartbeat", daemon=True).start()
 
+    def start_sweeper(self, enqueue: Callable[[str], None]) -> None:
+        """Queue again accepted jobs whose messages were lost (see worker.recovery)."""
+        start_sweeper(self.store, enqueue, self.settings, self.name, self._stop)
+
     def stop(self) -> None:
         self._stop.set()
         try:
             self.store.forget_worker(self.name)
-        except OSError as error:
+        except (RedisError, OSError) as error:
             log.warning("Could not deregister %s: %s", self.name, error)
 
 
 def build_context(settings: Settings) -> WorkerContext:
+    configure_device(settings)
     runtime = ModelRuntime.from_directory(
-        settings.model_dir, settings.decision_threshold, max_batch=settings.batch_size
-    )
+        settings.model_dir, settings.decision_threshold, max_batch=settings.batch_size,
+        mixed_precision=settings.mixed_precision, jit_compile=settings.xla,
+    )  # fmt: skip
     seconds = runtime.warm_up()
     log.info("Model warmed up in %.1f s for batches up to %d", seconds, settings.batch_size)
     return WorkerContext(

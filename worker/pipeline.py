@@ -2,6 +2,10 @@
 
 Per batch: one Redis round trip to read records and uploads, one to mark them running, one
 to write results and PNGs. One bad image fails only its own job.
+
+Delivery is at least once, so every write is conditional (`SyncStore.write_unless_final`):
+a job that another delivery already finished, or that its owner deleted, is left alone, and
+a job delivered more than `max_deliveries` times ends `failed` with code `worker_lost`.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import numpy as np
 from shared.errors import AppError
 from shared.imaging import IntakeLimits, encode_png, load_radiograph
 from shared.schemas import Explanation, Job, JobError, JobStatus, Result, blob_url, utc_now
-from shared.store import SyncStore
+from shared.store import SyncStore, Write
 from worker.overlay import blend, colourise
 from worker.runtime import ModelRuntime, Prediction
+from worker.time_limits import Deadline
 
 log = logging.getLogger(__name__)
+Pending = list[tuple[Job, bytes | None]]
 
 
 @dataclass
@@ -30,56 +36,105 @@ class BatchOutcome:
 
 
 def process_jobs(
-    job_ids: list[str], store: SyncStore, runtime: ModelRuntime, limits: IntakeLimits
+    job_ids: list[str],
+    store: SyncStore,
+    runtime: ModelRuntime,
+    limits: IntakeLimits,
+    *,
+    max_deliveries: int = 3,
+    deadline: Deadline | None = None,
 ) -> BatchOutcome:
+    """Raises `BatchTimeLimitExceeded` past the deadline and Redis errors as they come: the
+    caller then hands the batch back to the queue; nothing final has been written."""
+    deadline = deadline or Deadline.never()
     outcome = BatchOutcome()
-    pending = _claim(job_ids, store, outcome)
+    # The same job can arrive twice in one batch (a redelivery next to its original).
+    pending = _claim(list(dict.fromkeys(job_ids)), store, outcome, max_deliveries)
     if not pending:
         return outcome
-    started = time.perf_counter()
-    images, ready = _decode_all(pending, runtime, limits, outcome)
-    decode_ms = _elapsed_ms(started)
-    blobs: dict[str, dict[str, bytes]] = {}
-    if ready:
-        started = time.perf_counter()
-        predictions = runtime.predict(np.stack(images))
-        model_ms = _elapsed_ms(started) / len(ready)
-        for job, image, prediction in zip(ready, images, predictions, strict=True):
-            blobs[job.job_id] = _finish(job, image, prediction, runtime)
-            job.timings_ms.update(decode=decode_ms / len(pending), model=model_ms)
-            outcome.succeeded.append(job.job_id)
-    store.save([job for job, _ in pending], blobs)
+    blobs = _compute(pending, runtime, limits, deadline)
+    deadline.check("writing the results")
+    _write_final([job for job, _ in pending], blobs, store, outcome)
     return outcome
 
 
-def _claim(job_ids: list[str], store: SyncStore, outcome: BatchOutcome) -> list[tuple[Job, bytes]]:
+def _claim(
+    job_ids: list[str], store: SyncStore, outcome: BatchOutcome, max_deliveries: int
+) -> Pending:
     """Load the batch, skip deleted or already-final jobs (redelivery), mark the rest running."""
-    pending = []
+    claims: Pending = []
+    exhausted: list[Job] = []
     for job_id, (job, upload) in zip(job_ids, store.load_jobs_and_uploads(job_ids), strict=True):
         if job is None or job.status.is_final:
             outcome.skipped.append(job_id)
-            continue
-        job.status, job.started_at, job.attempts = JobStatus.running, utc_now(), job.attempts + 1
-        pending.append((job, upload))
-    if pending:
-        store.save(job for job, _ in pending)
-    return pending
+        elif job.attempts >= max_deliveries:
+            _fail(job, "worker_lost", _lost_message(job.attempts))
+            exhausted.append(job)
+        else:
+            job.status, job.started_at = JobStatus.running, utc_now()
+            job.attempts += 1
+            claims.append((job, upload))
+    if exhausted:
+        _write_final(exhausted, {}, store, outcome)
+    landed = store.write_unless_final([Write(job) for job, _ in claims]) if claims else []
+    for (job, _), claimed in zip(claims, landed, strict=True):
+        if not claimed:  # finished by another delivery or deleted since we read it
+            outcome.skipped.append(job.job_id)
+    return [pair for pair, claimed in zip(claims, landed, strict=True) if claimed]
 
 
-def _decode_all(pending, runtime: ModelRuntime, limits: IntakeLimits, outcome: BatchOutcome):
+def _lost_message(attempts: int) -> str:
+    return (
+        f"The job was started {attempts} times and never finished: its worker stopped or "
+        "could not save the result each time. Submit it again."
+    )
+
+
+def _compute(
+    pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, deadline: Deadline
+) -> dict[str, dict[str, bytes]]:
+    """Decode, predict and render; returns the PNGs of the jobs that succeeded."""
+    started = time.perf_counter()
+    images, ready = _decode_all(pending, runtime, limits, deadline)
+    decode_ms = _elapsed_ms(started) / len(pending)
+    if not ready:
+        return {}
+    deadline.check("running the model")
+    started = time.perf_counter()
+    predictions = runtime.predict(np.stack(images))
+    model_ms = _elapsed_ms(started) / len(ready)
+    blobs: dict[str, dict[str, bytes]] = {}
+    for job, image, prediction in zip(ready, images, predictions, strict=True):
+        deadline.check("rendering")
+        blobs[job.job_id] = _finish(job, image, prediction, runtime)
+        job.timings_ms.update(decode=decode_ms, model=model_ms)
+    return blobs
+
+
+def _decode_all(pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, deadline: Deadline):
     images, ready = [], []
     for job, upload in pending:
+        deadline.check("decoding")
         try:
-            if upload is None:
-                raise AppError(
-                    "The uploaded image expired before it was processed.", code="upload_missing"
-                )
-            images.append(load_radiograph(upload, runtime.card.preprocessing, limits))
+            images.append(_decode(job, upload, runtime, limits))
             ready.append(job)
         except AppError as error:
             _fail(job, error.code, error.message)
-            outcome.failed.append(job.job_id)
     return images, ready
+
+
+def _decode(job: Job, upload: bytes | None, runtime: ModelRuntime, limits: IntakeLimits):
+    if upload is None:
+        raise AppError("The uploaded image expired before it was processed.", code="upload_missing")
+    try:
+        return load_radiograph(upload, runtime.card.preprocessing, limits)
+    except AppError:
+        raise
+    except Exception as error:
+        # The gateway decoded this file once already, so this is a decoder quirk; it must fail
+        # this one job, not the batch (which would be handed back and fail again, for ever).
+        log.warning("Job %s: decoder raised %s", job.job_id, type(error).__name__)
+        raise AppError("The image could not be decoded.", code="corrupt_image") from error
 
 
 def _finish(job: Job, image: np.ndarray, prediction: Prediction, runtime: ModelRuntime):
@@ -107,6 +162,19 @@ def _finish(job: Job, image: np.ndarray, prediction: Prediction, runtime: ModelR
     )
     job.status, job.finished_at = JobStatus.succeeded, utc_now()
     return blobs
+
+
+def _write_final(
+    jobs: list[Job], blobs: dict[str, dict[str, bytes]], store: SyncStore, outcome: BatchOutcome
+) -> None:
+    writes = [Write(job, blobs.get(job.job_id, {})) for job in jobs]
+    for job, landed in zip(jobs, store.write_unless_final(writes), strict=True):
+        if not landed:
+            outcome.skipped.append(job.job_id)
+        elif job.status is JobStatus.succeeded:
+            outcome.succeeded.append(job.job_id)
+        else:
+            outcome.failed.append(job.job_id)
 
 
 def _fail(job: Job, code: str, message: str) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from gateway.deps import AuthDep, CeleryDep, MetricsDep, SettingsDep, StoreDep
+from gateway.deps import AuthDep, CeleryDep, ClientDep, MetricsDep, SettingsDep, StoreDep
 from gateway.routes.jobs import ERRORS, PNG, find_job
 from gateway.submission import failure_as_error, submit, wait_for_final
 from shared.errors import Conflict, NotFound
@@ -27,8 +27,9 @@ async def predict(
     celery: CeleryDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    client: ClientDep,
 ) -> SeedPrediction | JSONResponse:
-    job = await submit(file, "gradcam", store, celery, settings)
+    job = await submit(file, "gradcam", store, celery, settings, client_scope=client.scope)
     metrics.jobs_submitted.inc()
     job = await wait_for_final(store, job, settings.predict_timeout_s)
     if job.status is JobStatus.failed:

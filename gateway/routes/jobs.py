@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
-from gateway.deps import AuthDep, CeleryDep, MetricsDep, SettingsDep, StoreDep
+from gateway.deps import (
+    AuthDep,
+    CeleryDep,
+    ClientDep,
+    IdempotencyKeyDep,
+    MetricsDep,
+    SettingsDep,
+    StoreDep,
+)
 from gateway.submission import submit, wait_for_final
 from shared.errors import Conflict, NotFound
 from shared.schemas import ErrorBody, Job, JobStatus, job_url
 from shared.store import AsyncStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AuthDep])
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429, 503)}
-PNG = {200: {"content": {"image/png": {}}}}
+# OpenAPI documentation of the error shape for every status a client can cause.
+Responses = dict[int | str, dict[str, Any]]
+ERRORS: Responses = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)
+}
+PNG: Responses = {200: {"content": {"image/png": {}}}}
 
 
 async def find_job(store: AsyncStore, job_id: str) -> Job:
@@ -44,9 +56,14 @@ async def create_job(
     celery: CeleryDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    client: ClientDep,
+    idempotency_key: IdempotencyKeyDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> Job:
-    job = await submit(file, method, store, celery, settings)
+    job = await submit(
+        file, method, store, celery, settings,
+        client_scope=client.scope, idempotency_key=idempotency_key,
+    )  # fmt: skip
     metrics.jobs_submitted.inc()
     response.headers["Location"] = job_url(job.job_id)
     response.headers["Retry-After"] = "1"

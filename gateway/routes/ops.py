@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.deps import AuthDep, MetricsDep, SettingsDep, StoreDep
+from shared.schemas import ErrorBody
 from shared.store import AsyncStore
 
 router = APIRouter(tags=["operations"])
@@ -35,14 +36,18 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={503: {"model": ErrorBody}})
 async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
     metrics.queue_depth.set(await store.client.llen(settings.queue_name))
     metrics.live_workers.set(len(await live_workers(store, settings.heartbeat_s)))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models", dependencies=[AuthDep])
+@router.get(
+    "/v1/models",
+    dependencies=[AuthDep],
+    responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
 async def models(store: StoreDep, settings: SettingsDep) -> dict[str, list[dict[str, Any]]]:
     """The cards of the models live workers are serving, one per distinct sha256."""
     cards: dict[str, dict[str, Any]] = {}

@@ -150,7 +150,10 @@ def test_request_errors_use_the_error_shape(api: TestClient) -> None:
     cases = {
         ("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000"): (404, "job_not_found"),
         ("GET", "/v1/jobs/not-a-job-id"): (404, "job_not_found"),
-        ("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000/overlay.png"): (404, "job_not_found"),
+        ("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000/overlay.png"): (
+            404,
+            "job_not_found",
+        ),
         ("POST", "/v1/jobs"): (422, "invalid_request"),
         ("GET", "/no/such/route"): (404, "not_found"),
     }

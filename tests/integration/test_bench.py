@@ -24,7 +24,11 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     for concurrency in ("1", "8", "32"):
         assert results["e2e"][concurrency]["errors"] == 0
     assert results["sync_baseline"]["errors"] == 0
-    assert set(results["ratios"]) == {"worker_over_ceiling", "e2e32_over_ceiling",
-                                      "e2e32_over_sync_baseline", "p50_c1_minus_single_model_ms"}
+    assert set(results["ratios"]) == {
+        "worker_over_ceiling",
+        "e2e32_over_ceiling",
+        "e2e32_over_sync_baseline",
+        "p50_c1_minus_single_model_ms",
+    }
     table = markdown(results)
     assert "worker_over_ceiling" in table and "| 32 |" in table

@@ -26,7 +26,9 @@ def phantom_set(count: int, seed: int, size: int = IMAGE_SIZE, artifact: str | N
     phantoms: list[Phantom] = []
     for index in range(count):
         pneumonia = index % 2 == 1
-        drawn = artifact if artifact_on_label is None or artifact_on_label == int(pneumonia) else None
+        drawn = (
+            artifact if artifact_on_label is None or artifact_on_label == int(pneumonia) else None
+        )
         phantoms.append(generate_phantom(rng, size, pneumonia=pneumonia, artifact=drawn))
     return PhantomSet(
         images=np.stack([p.image for p in phantoms]),
@@ -36,7 +38,9 @@ def phantom_set(count: int, seed: int, size: int = IMAGE_SIZE, artifact: str | N
     )
 
 
-def train_small_classifier(train: PhantomSet, validation: PhantomSet, epochs: int = 12, seed: int = 0):
+def train_small_classifier(
+    train: PhantomSet, validation: PhantomSet, epochs: int = 12, seed: int = 0
+):
     """Three conv blocks -> a 16x16 Grad-CAM grid at 64 px; Adam + BCE on the logit; the
     weights with the best validation AUC are kept. Deterministic ops, so the test is stable."""
     import keras

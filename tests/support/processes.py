@@ -97,8 +97,8 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         command = [
-            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--pool=threads", "--concurrency=1",
-            "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
+            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--pool=threads",
+            "--concurrency=1", "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
             "--without-mingle", "--queues", self.environment.get("PNEUMO_QUEUE_NAME", "pneumo"),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
@@ -123,3 +123,45 @@ class WorkerProcess:
 def wait_for_workers(client: redis.Redis, count: int, timeout_s: float = 90) -> None:
     """Workers announce themselves in `pneumo:workers` once their model is loaded and warm."""
     wait_until(lambda: client.hlen("pneumo:workers") >= count, timeout_s, f"{count} worker(s)")
+
+
+class GatewayProcess:
+    """`pneumo gateway` (uvicorn), as an operator starts it, on a free port: for clients that
+    need a real HTTP server (the browser, the CLI, the Python client)."""
+
+    def __init__(self, environment: dict[str, str], log_path: Path):
+        self.environment = environment
+        self.log_path = log_path
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        command = [str(BIN / "pneumo"), "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.environment, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_until(self.healthy, 30, f"gateway on port {self.port}")
+        return self
+
+    def healthy(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"The gateway exited:\n{self.log_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(15)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")

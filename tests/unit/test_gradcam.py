@@ -25,7 +25,9 @@ def test_maps_have_one_normalised_map_per_method(batch: int) -> None:
 
 
 def test_all_zero_activations_give_zero_maps_not_nan() -> None:
-    maps = np.asarray(all_maps(np.zeros((2, 4, 4, 3), np.float32), np.ones((2, 4, 4, 3), np.float32)))
+    maps = np.asarray(
+        all_maps(np.zeros((2, 4, 4, 3), np.float32), np.ones((2, 4, 4, 3), np.float32))
+    )
     assert not np.isnan(maps).any()
     assert np.all(maps == 0.0)
 
@@ -63,11 +65,16 @@ def test_normal_predictions_explain_the_negative_logit(tiny_model_dir: Path) -> 
     images = np.random.default_rng(1).integers(0, 255, (4, 64, 64), dtype=np.uint8)
     always_normal = ModelRuntime.from_directory(tiny_model_dir, threshold=0.999999)
     always_pneumonia = ModelRuntime.from_directory(tiny_model_dir, threshold=0.000001)
-    for runtime, label, sign in ((always_normal, "NORMAL", -1.0), (always_pneumonia, "PNEUMONIA", 1.0)):
+    for runtime, label, sign in (
+        (always_normal, "NORMAL", -1.0),
+        (always_pneumonia, "PNEUMONIA", 1.0),
+    ):
         predictions = runtime.predict(images)
         assert {p.label for p in predictions} == {label}
         served = np.stack([p.maps["gradcam"] for p in predictions])
-        np.testing.assert_allclose(served, reference_gradcam(tiny_model_dir, images, sign), atol=1e-4)
+        np.testing.assert_allclose(
+            served, reference_gradcam(tiny_model_dir, images, sign), atol=1e-4
+        )
     normal_maps = np.stack([p.maps["gradcam"] for p in always_normal.predict(images)])
     pneumonia_maps = np.stack([p.maps["gradcam"] for p in always_pneumonia.predict(images)])
     # relu(-x) and relu(x) never overlap: the two classes light up complementary regions.
@@ -81,7 +88,9 @@ def test_overlay_and_heatmap_pictures() -> None:
     assert upsample_map(cam, 64).max() <= 1.0
     heat = colourise(cam, 64)
     assert heat.shape == (64, 64, 3) and heat.dtype == np.uint8
-    hot_row, hot_col = np.unravel_index(np.argmax(heat[..., 0].astype(int) - heat[..., 2]), (64, 64))
+    hot_row, hot_col = np.unravel_index(
+        np.argmax(heat[..., 0].astype(int) - heat[..., 2]), (64, 64)
+    )
     assert hot_row // 8 == 2 and hot_col // 8 == 5
     overlay = blend(radiograph, cam)
     assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8
@@ -93,7 +102,9 @@ def test_trained_model_points_at_the_lesion(trained_phantom_model) -> None:
     runtime, test_set = trained_phantom_model
     predictions = runtime.predict(test_set.images)
     hits = total = 0
-    for prediction, label, lesion in zip(predictions, test_set.labels, test_set.lesion_masks):
+    for prediction, label, lesion in zip(
+        predictions, test_set.labels, test_set.lesion_masks, strict=True
+    ):
         if label == 1 and prediction.label == "PNEUMONIA":
             cam = upsample_map(prediction.maps["gradcam"], lesion.shape[0])
             peak = np.unravel_index(np.argmax(cam), cam.shape)

@@ -1,0 +1,115 @@
+"""Answering a repeated submission with the job it already made, instead of making another.
+
+* `Idempotency-Key` (IETF draft-ietf-httpapi-idempotency-key-header): the first request with a
+  key claims it. Repeating the key with the same file and method gives back the same job (202
+  and its current state, like the original answer); with different content it is refused with
+  422 `idempotency_key_reused`; while the first request is still being stored, 409
+  `idempotency_key_in_flight`.
+* Result dedupe (`PNEUMO_DEDUPE_RESULTS`, off by default): the same image and method again,
+  while the model that answered it is still serving, gets the earlier succeeded job back.
+
+Both lookups are scoped to the client (API key digest, else address): no client can reach
+another's job through them. Their keys expire with the job and go when it is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from shared.config import Settings
+from shared.errors import AppError, Conflict
+from shared.schemas import Job, JobStatus
+from shared.store import AsyncStore, ttl_left
+
+# A claim whose job was never stored (the store failed in between) frees itself after this.
+IN_FLIGHT_TTL_S = 60
+# Matches gateway.routes.ops: three missed heartbeats and a worker counts as gone.
+HEARTBEAT_GRACE = 3.0
+
+
+@dataclass(frozen=True)
+class ReuseKeys:
+    """The Redis keys under which one submission can be found again, and its fingerprint."""
+
+    fingerprint: str
+    idempotency: str | None = None
+    dedupe: str | None = None
+
+    def links(self, job_id: str) -> dict[str, str]:
+        """Key -> value to store with a new job."""
+        links = {self.dedupe: job_id} if self.dedupe else {}
+        if self.idempotency:
+            links[self.idempotency] = self.claim_value(job_id)
+        return links
+
+    def claim_value(self, job_id: str) -> str:
+        return json.dumps({"job_id": job_id, "fingerprint": self.fingerprint})
+
+
+def reuse_keys(
+    store: AsyncStore, settings: Settings, scope: str, content: bytes, key: str | None
+) -> ReuseKeys:
+    fingerprint = hashlib.sha256(content).hexdigest()
+    return ReuseKeys(
+        fingerprint=fingerprint,
+        idempotency=store.keys.idempotency(_digest(scope, key)) if key else None,
+        dedupe=store.keys.dedupe(_digest(scope, fingerprint)) if settings.dedupe_results else None,
+    )
+
+
+def _digest(scope: str, text: str) -> str:
+    return hashlib.sha256(f"{scope}\0{text}".encode()).hexdigest()
+
+
+async def find_earlier(store: AsyncStore, settings: Settings, keys: ReuseKeys) -> Job | None:
+    """The job an earlier identical submission made, if it should be the answer to this one."""
+    if keys.idempotency:
+        claimed = await store.lookup(keys.idempotency)
+        if claimed:
+            return await replay(store, claimed, keys.fingerprint)
+    twin = await find_twin(store, settings, keys.dedupe) if keys.dedupe else None
+    if twin and keys.idempotency:
+        earlier = await claim(store, keys, twin, ttl_left(twin))
+        if earlier:
+            return earlier
+        await store.add_ref(twin, keys.idempotency)  # deleting the twin frees the key too
+    return twin
+
+
+async def claim(store: AsyncStore, keys: ReuseKeys, job: Job, ttl_s: int) -> Job | None:
+    """Reserve the idempotency key for `job`; if another request got there first, its job."""
+    if not keys.idempotency:
+        return None
+    earlier = await store.claim(keys.idempotency, keys.claim_value(job.job_id), ttl_s)
+    return await replay(store, earlier, keys.fingerprint) if earlier else None
+
+
+async def replay(store: AsyncStore, earlier: bytes, fingerprint: str) -> Job:
+    record = json.loads(earlier)
+    if record["fingerprint"] != fingerprint:
+        raise AppError(
+            "This Idempotency-Key was used for a different request; use a new key.",
+            code="idempotency_key_reused",
+            status=422,
+        )
+    job = await store.get(record["job_id"])
+    if job is None:
+        raise Conflict(
+            "A request with this Idempotency-Key is still being stored; retry shortly.",
+            code="idempotency_key_in_flight",
+            retry_after_s=1,
+        )
+    return job
+
+
+async def find_twin(store: AsyncStore, settings: Settings, dedupe_key: str) -> Job | None:
+    """A succeeded job for the same content whose model is still the one serving."""
+    job_id = await store.lookup(dedupe_key)
+    job = await store.get(job_id.decode()) if job_id else None
+    if job is None or job.status is not JobStatus.succeeded or job.result is None:
+        return None
+    workers = await store.live_workers(max_age_s=HEARTBEAT_GRACE * settings.heartbeat_s)
+    serving = {beat["model"]["sha256"] for beat in workers.values()}
+    return job if job.result.model.sha256 in serving else None

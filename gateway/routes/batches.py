@@ -1,0 +1,104 @@
+"""Batch submission: many files in one request, all accepted or none.
+
+Each file goes through the same intake as `POST /v1/jobs` (`gateway.submission`). Every file
+is validated before anything is stored, so one bad file rejects the batch and leaves no trace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from celery import Celery
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from gateway.deps import AuthDep, CeleryDep, ClientDep, MetricsDep, SettingsDep, StoreDep
+from gateway.routes.jobs import ERRORS
+from gateway.submission import (
+    check_method,
+    check_queue_depth,
+    enforce_rate_limit,
+    read_upload,
+    store_and_enqueue,
+    validate_image,
+)
+from shared.batches import load_batch, save_batch
+from shared.config import Settings
+from shared.errors import AppError, BadRequest, NotFound
+from shared.schemas import Batch, BatchCreated, Job, batch_url
+from shared.store import AsyncStore
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[AuthDep])
+
+
+@router.post("", status_code=202, response_model=BatchCreated, responses=ERRORS)
+async def create_batch(
+    files: Annotated[list[UploadFile], File(description="Radiographs: repeat the field.")],
+    response: Response,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    client: ClientDep,
+    method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
+) -> BatchCreated:
+    check_method(method)
+    check_file_count(len(files), settings)
+    for _ in files:  # each file counts as one submission against the client's rate limit
+        await enforce_rate_limit(store, settings, client.scope)
+    uploads = await validate_each(files, settings)
+    await check_queue_depth(store, settings)
+    jobs = await enqueue_all(uploads, method, store, celery, settings)
+    batch = BatchCreated(batch_id=str(uuid.uuid4()), job_ids=[job.job_id for job in jobs])
+    await save_batch(store, batch.batch_id, batch.job_ids)
+    metrics.jobs_submitted.inc(len(jobs))
+    response.headers["Location"] = batch_url(batch.batch_id)
+    response.headers["Retry-After"] = "1"
+    return batch
+
+
+@router.get("/{batch_id}", response_model=Batch, responses=ERRORS)
+async def get_batch(batch_id: str, store: StoreDep, response: Response) -> Batch:
+    batch = await load_batch(store, batch_id)
+    if batch is None:
+        raise NotFound(f"No batch {batch_id!r} (it may have expired).", code="batch_not_found")
+    if not batch.done:
+        response.headers["Retry-After"] = "1"
+    return batch
+
+
+def check_file_count(count: int, settings: Settings) -> None:
+    if count > settings.max_batch_files:
+        raise BadRequest(
+            f"The batch has {count} files; the limit is {settings.max_batch_files}.",
+            code="too_many_files",
+        )
+
+
+async def validate_each(files: list[UploadFile], settings: Settings) -> list[bytes]:
+    """In order, stopping at the first bad file, whose position the error names."""
+    uploads = []
+    for index, upload in enumerate(files):
+        try:
+            uploads.append(await validate_image(await read_upload(upload, settings), settings))
+        except AppError as error:
+            error.message = f"files[{index}]: {error.message}"
+            error.args = (error.message,)
+            raise
+    return uploads
+
+
+async def enqueue_all(
+    uploads: list[bytes], method: str, store: AsyncStore, celery: Celery, settings: Settings
+) -> list[Job]:
+    """If the queue fails part way, the jobs already made are deleted: none or all stay."""
+    jobs: list[Job] = []
+    try:
+        for data in uploads:
+            jobs.append(await store_and_enqueue(data, method, store, celery, settings))
+    except AppError:
+        # Their messages may already be queued; a worker skips a job whose record is gone.
+        for job in jobs:
+            await store.delete(job.job_id)
+        raise
+    return jobs

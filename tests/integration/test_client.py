@@ -1,0 +1,174 @@
+"""The Python client against a live stack: `pneumo gateway` (uvicorn), Redis, a Celery worker.
+
+Also where DICOM privacy is proven end to end: a file with a patient's name, id and dates goes
+through the real gateway and worker, and no trace of them is left in Redis or either log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+from pydicom.uid import JPEGLSLossless
+
+from client.api import AsyncClient, Client, ClientError, RetryPolicy, retry_after_seconds
+from shared.schemas import JobStatus
+from tests.support.dicoms import PATIENT_TRACES, DicomSpec, dicom_file, encapsulated_file, ramp
+from tests.support.images import phantom_jpeg, phantom_png
+from tests.support.processes import GatewayProcess, worker_environment
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> dict[str, Path]:
+    payloads = {
+        "chest.png": phantom_png(seed=31),
+        "chest.jpg": phantom_jpeg(seed=32, pneumonia=False),
+        "chest.dcm": dicom_file(
+            DicomSpec(
+                (np.rint(ramp(160, 128)) * 16).astype("uint16"),
+                bits_stored=12,
+                photometric="MONOCHROME1",
+            )
+        ),  # fmt: skip
+        "notes.png": b"a text file with an image's name",
+        "compressed.dcm": encapsulated_file(JPEGLSLossless, b"\xff\xd8\xff\xf7", 64, 64, bits=12),
+    }
+    for name, data in payloads.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: tmp_path / name for name in payloads}
+
+
+def test_predict_download_and_delete(gateway: GatewayProcess, files, tmp_path: Path) -> None:
+    with Client(gateway.url) as client:
+        job = client.predict(files["chest.png"], timeout=30)
+        assert job.status is JobStatus.succeeded and job.result is not None
+        assert job.result.label in ("NORMAL", "PNEUMONIA") and 0 <= job.result.probability <= 1
+        assert job.result.model.synthetic is True
+        overlay = client.download_overlay(job, tmp_path / "overlay.png")
+        with Image.open(overlay) as picture:
+            assert picture.size == (64, 64)
+        assert client.status(job.job_id) == job
+        client.delete(job)
+        with pytest.raises(ClientError) as missing:
+            client.status(job)
+    assert (missing.value.status, missing.value.code) == (404, "job_not_found")
+
+
+def test_submit_then_wait_by_id_and_batches(gateway: GatewayProcess, files) -> None:
+    with Client(gateway.url) as client:
+        queued = client.submit(files["chest.jpg"], method="gradcam++")
+        assert queued.status in (JobStatus.queued, JobStatus.running)
+        done = client.wait(queued.job_id, timeout=30)
+        assert done.status is JobStatus.succeeded and done.explanation.method == "gradcam++"
+        created = client.submit_batch([files["chest.png"], files["chest.dcm"]])
+        batch = client.batch(created.batch_id)
+        while not batch.done:
+            time.sleep(0.1)
+            batch = client.batch(created.batch_id)
+        assert batch.counts["succeeded"] == 2
+        assert client.models()[0]["name"] == "tiny-test-model"
+
+
+def test_refusals_carry_the_gateway_code(gateway: GatewayProcess, files) -> None:
+    with Client(gateway.url) as client:
+        with pytest.raises(ClientError) as text_file:
+            client.submit(files["notes.png"])
+        with pytest.raises(ClientError) as jpeg_ls:
+            client.submit(files["compressed.dcm"])
+    assert (text_file.value.status, text_file.value.code) == (415, "unsupported_format")
+    assert (jpeg_ls.value.status, jpeg_ls.value.code) == (415, "unsupported_transfer_syntax")
+    assert "JPEG-LS Lossless" in jpeg_ls.value.message
+
+
+def test_async_client_runs_many_at_once(gateway: GatewayProcess, files, tmp_path: Path) -> None:
+    async def run() -> list:
+        async with AsyncClient(gateway.url) as client:
+            paths = [files["chest.png"], files["chest.jpg"], files["chest.dcm"]]
+            jobs = await asyncio.gather(*(client.predict(path, timeout=30) for path in paths))
+            await client.download_overlay(jobs[2], tmp_path / "dicom-overlay.png")
+            with pytest.raises(ClientError):
+                await client.predict(files["notes.png"])
+            return jobs
+
+    jobs = asyncio.run(run())
+    assert [job.status for job in jobs] == [JobStatus.succeeded] * 3
+    assert len({job.job_id for job in jobs}) == 3
+    assert (tmp_path / "dicom-overlay.png").read_bytes().startswith(b"\x89PNG")
+
+
+def all_redis_values(client: redis.Redis) -> list[bytes]:
+    """Every value of every key, whatever its type: job records, blobs, broker messages."""
+    readers = {
+        b"string": lambda key: [client.get(key)],
+        b"hash": lambda key: [*client.hkeys(key), *client.hvals(key)],
+        b"list": lambda key: client.lrange(key, 0, -1),
+        b"set": lambda key: list(client.smembers(key)),
+        b"zset": lambda key: client.zrange(key, 0, -1),
+    }
+    values: list[bytes] = []
+    for key in client.scan_iter("*"):
+        values.append(key)
+        values.extend(value for value in readers[client.type(key)](key) if value)
+    return values
+
+
+def test_no_dicom_tag_reaches_redis_or_the_logs(
+    gateway: GatewayProcess, worker, redis_server, files
+) -> None:
+    with Client(gateway.url) as client:
+        job = client.predict(files["chest.dcm"], timeout=30)
+        model_input = client.http.get(f"/v1/jobs/{job.job_id}/input.png")
+    assert model_input.status_code == 200
+    assert Image.open(io.BytesIO(model_input.content)).size == (64, 64)
+    stored = all_redis_values(redis_server.client())
+    assert any(job.job_id.encode() in value for value in stored)  # the scan does see our job
+    for trace in PATIENT_TRACES:
+        assert not any(trace in value for value in stored), trace
+        assert trace.decode() not in gateway.log_text() + worker.log_text(), trace
+
+
+def test_retries_honour_retry_after_on_a_full_queue(
+    redis_server, tiny_model_dir, tmp_path: Path, files
+) -> None:
+    """A real 503: a gateway whose queue (which no worker reads) holds its limit of one job.
+
+    The gateway advises Retry-After: 5; the policy caps waits at 1 s. Backoff alone would retry
+    after 0.01 s, so an elapsed second shows Retry-After was followed.
+    """
+    queue = "parked-queue"
+    environment = worker_environment(
+        redis_server.url, tiny_model_dir, PNEUMO_QUEUE_NAME=queue, PNEUMO_MAX_QUEUE_DEPTH="1"
+    )
+    busy_gateway = GatewayProcess(environment, tmp_path / "gateway.log").start()
+    policy = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=1.0)
+    try:
+        with Client(busy_gateway.url, retry=policy) as client:
+            client.submit(files["chest.png"])  # fills the queue
+            started = time.monotonic()
+            with pytest.raises(ClientError) as refused:
+                client.submit(files["chest.png"])
+            assert (refused.value.status, refused.value.code) == (503, "queue_full")
+            assert time.monotonic() - started >= 2.0  # two capped waits, then the final answer
+
+            threading.Timer(0.3, redis_server.client().delete, args=[queue]).start()
+            started = time.monotonic()
+            accepted = client.submit(files["chest.png"])  # the queue drains during the wait
+            assert accepted.status is JobStatus.queued and time.monotonic() - started >= 1.0
+    finally:
+        busy_gateway.stop()
+        redis_server.client().delete(queue)
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
