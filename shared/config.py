@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     mixed_precision: bool = Field(False, description="bfloat16 compute on GPUs that have it.")
     xla: bool = Field(False, description="XLA-compile the TensorFlow predict-and-explain call.")
     intra_op_threads: int = Field(0, ge=0, description="0: one per visible core.")
+    # Pillow releases the GIL while decoding and zlib while compressing, so a batch's JPEG
+    # decodes and PNG encodes run in parallel threads while the model waits for them.
+    intake_threads: int = Field(0, ge=0, description="0: one per visible core.")
     inter_op_threads: int = Field(0, ge=0, description="0: two (one model call at a time).")
 
     batch_size: int = Field(16, gt=0)

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -34,6 +35,7 @@ class WorkerContext:
     runtime: ModelRuntime
     name: str
     limits: IntakeLimits
+    intake: Executor
     watchdog: Watchdog = field(default_factory=Watchdog)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -83,6 +85,10 @@ def build_context(settings: Settings) -> WorkerContext:
         runtime=runtime,
         name=f"{socket.gethostname()}:{os.getpid()}",
         limits=IntakeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
+        intake=ThreadPoolExecutor(
+            max_workers=settings.intake_threads or os.cpu_count() or 1,
+            thread_name_prefix="intake",
+        ),
     )
 
 

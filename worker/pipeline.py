@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,7 @@ def process_jobs(
     *,
     max_deliveries: int = 3,
     deadline: Deadline | None = None,
+    intake: Executor | None = None,
 ) -> BatchOutcome:
     """Raises `BatchTimeLimitExceeded` past the deadline and Redis errors as they come: the
     caller then hands the batch back to the queue; nothing final has been written."""
@@ -52,7 +54,7 @@ def process_jobs(
     pending = _claim(list(dict.fromkeys(job_ids)), store, outcome, max_deliveries)
     if not pending:
         return outcome
-    blobs = _compute(pending, runtime, limits, deadline)
+    blobs = _compute(pending, runtime, limits, deadline, intake or _SERIAL)
     deadline.check("writing the results")
     _write_final([job for job, _ in pending], blobs, store, outcome)
     return outcome
@@ -91,11 +93,16 @@ def _lost_message(attempts: int) -> str:
 
 
 def _compute(
-    pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, deadline: Deadline
+    pending: Pending,
+    runtime: ModelRuntime,
+    limits: IntakeLimits,
+    deadline: Deadline,
+    intake: Executor,
 ) -> dict[str, dict[str, bytes]]:
     """Decode, predict and render; returns the PNGs of the jobs that succeeded."""
     started = time.perf_counter()
-    images, ready = _decode_all(pending, runtime, limits, deadline)
+    deadline.check("decoding")
+    images, ready = _decode_all(pending, runtime, limits, intake)
     decode_ms = _elapsed_ms(started) / len(pending)
     if not ready:
         return {}
@@ -103,23 +110,33 @@ def _compute(
     started = time.perf_counter()
     predictions = runtime.predict(np.stack(images))
     model_ms = _elapsed_ms(started) / len(ready)
+    deadline.check("rendering")
+    rendered = intake.map(
+        lambda item: _finish(*item, runtime), zip(ready, images, predictions, strict=True)
+    )
     blobs: dict[str, dict[str, bytes]] = {}
-    for job, image, prediction in zip(ready, images, predictions, strict=True):
-        deadline.check("rendering")
-        blobs[job.job_id] = _finish(job, image, prediction, runtime)
+    for job, pictures in zip(ready, rendered, strict=True):
+        blobs[job.job_id] = pictures
         job.timings_ms.update(decode=decode_ms, model=model_ms)
     return blobs
 
 
-def _decode_all(pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, deadline: Deadline):
-    images, ready = [], []
-    for job, upload in pending:
-        deadline.check("decoding")
+def _decode_all(pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, intake: Executor):
+    """Decode the batch's images in parallel; a bad file fails only its own job."""
+
+    def decode_one(pair: tuple[Job, bytes | None]) -> np.ndarray | AppError:
         try:
-            images.append(_decode(job, upload, runtime, limits))
-            ready.append(job)
+            return _decode(*pair, runtime, limits)
         except AppError as error:
-            _fail(job, error.code, error.message)
+            return error
+
+    images, ready = [], []
+    for (job, _), decoded in zip(pending, intake.map(decode_one, pending), strict=True):
+        if isinstance(decoded, AppError):
+            _fail(job, decoded.code, decoded.message)
+        else:
+            images.append(decoded)
+            ready.append(job)
     return images, ready
 
 
@@ -175,6 +192,16 @@ def _write_final(
             outcome.succeeded.append(job.job_id)
         else:
             outcome.failed.append(job.job_id)
+
+
+class _SerialExecutor(Executor):
+    """`map` in the calling thread, for callers (tests, tools) that bring no thread pool."""
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):  # type: ignore[override]
+        return list(map(fn, *iterables))
+
+
+_SERIAL = _SerialExecutor()
 
 
 def _fail(job: Job, code: str, message: str) -> None:

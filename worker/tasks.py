@@ -89,6 +89,7 @@ def run_batch(job_ids: list[str], context: WorkerContext) -> BatchOutcome:
             context.limits,
             max_deliveries=config.max_deliveries,
             deadline=deadline,
+            intake=context.intake,
         )
 
 
