@@ -267,6 +267,14 @@ def bench(
     Starts its own Redis, workers and gateway on free ports (needs redis-server on PATH and a
     repository checkout). Compare the printed ratios, not absolute numbers, across machines.
     """
-    from bench.run import DEFAULT_MODEL_DIR, main
+    import subprocess
 
-    main(quick, json_path, model or DEFAULT_MODEL_DIR)
+    from shared.config import REPO_ROOT
+
+    # The benchmark is a repository tool (it runs the checkout's own stack), so it runs there.
+    command = [sys.executable, "-m", "bench"] + (["--quick"] if quick else [])
+    if json_path:
+        command += ["--json", str(json_path.resolve())]
+    if model:
+        command += ["--model", str(model.resolve())]
+    raise typer.Exit(subprocess.run(command, cwd=REPO_ROOT, check=False).returncode)
