@@ -16,7 +16,6 @@ command and settings. Standard library only: it runs on a bare GPU host.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     gpu_ids = args.gpus or detect_gpu_ids()
     if not gpu_ids:
         raise SystemExit("no GPU found; pass --gpus to write the file anyway")
-    # `extends.file` is read relative to the override file, wherever it is written.
-    base_file = os.path.relpath(args.compose_file.resolve(), args.output.resolve().parent)
+    # Beside the compose file (the usual place), name it plainly; elsewhere use an absolute
+    # path, because Compose resolves `extends.file` against the project directory, not
+    # against the override file, when the two differ.
+    compose_file, output_dir = args.compose_file.resolve(), args.output.resolve().parent
+    base_file = compose_file.name if compose_file.parent == output_dir else str(compose_file)
     args.output.write_text(render(gpu_ids, base_file, args.workers_per_gpu), encoding="utf-8")
     print(f"wrote {args.output} with {len(gpu_ids)} GPU worker service(s)", file=sys.stderr)
     return 0
