@@ -26,6 +26,7 @@ from rich.table import Table
 from client.api import AsyncClient, Client, ClientError
 from client.submission import Row, RunOptions, collect_files, submit_all, write_results
 from shared.schemas import Job
+from worker.audit_cli import register_audit_commands
 from worker.cli import register_ml_commands
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -37,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
 )
 register_ml_commands(app)
+register_audit_commands(app)
 # Progress and messages go to stderr, so `--format csv|json` output can be piped cleanly.
 messages = Console(stderr=True)
 

@@ -151,16 +151,25 @@ def _window_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def trim_flat_borders(gray: np.ndarray, max_fraction: float) -> np.ndarray:
-    """Cut uniform padding and collimator bands off each edge (the seed's border shortcut)."""
+def flat_border_box(gray: np.ndarray, max_fraction: float) -> tuple[int, int, int, int]:
+    """Rows [top, bottom) and columns [left, right) left after cutting uniform padding and
+    collimator bands off each edge, at most `max_fraction` of a side each (the seed's border
+    shortcut). The audit moves ground-truth masks through the same box."""
     height, width = gray.shape
     row_flat = gray.std(axis=1) < FLAT_LINE_STD
     column_flat = gray.std(axis=0) < FLAT_LINE_STD
-    top = _leading_run(row_flat, int(height * max_fraction))
-    bottom = _leading_run(row_flat[::-1], int(height * max_fraction))
-    left = _leading_run(column_flat, int(width * max_fraction))
-    right = _leading_run(column_flat[::-1], int(width * max_fraction))
-    return gray[top : height - bottom, left : width - right]
+    row_limit, column_limit = int(height * max_fraction), int(width * max_fraction)
+    return (
+        _leading_run(row_flat, row_limit),
+        height - _leading_run(row_flat[::-1], row_limit),
+        _leading_run(column_flat, column_limit),
+        width - _leading_run(column_flat[::-1], column_limit),
+    )
+
+
+def trim_flat_borders(gray: np.ndarray, max_fraction: float) -> np.ndarray:
+    top, bottom, left, right = flat_border_box(gray, max_fraction)
+    return gray[top:bottom, left:right]
 
 
 def _leading_run(flags: np.ndarray, limit: int) -> int:
