@@ -39,7 +39,7 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls(32, 1000, {1: 40, 8: 200, 32: 400}, 200, 15.0)
+        return cls(32, 5000, {1: 40, 8: 200, 32: 400}, 200, 15.0)  # 5,000: the RSS check
 
 
 def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Plan,
