@@ -51,7 +51,7 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
 
 async def validate_image(data: bytes, settings: Settings) -> bytes:
     """The bytes to store: the upload itself, or a DICOM's pixels without its tags."""
-    limits = IntakeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side)
+    limits = IntakeLimits.from_settings(settings)
     return await run_in_threadpool(validated_upload, data, limits, VALIDATION_DRAFT_SIDE)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -18,9 +19,11 @@ from pydantic import BaseModel, Field
 from shared.dicom import decode_dicom, looks_like_dicom
 from shared.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
 
+if TYPE_CHECKING:
+    from shared.config import Settings
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "dicom": "application/dicom"}
 # Rows or columns this flat (std of uint8 values) are padding or a collimator edge, not anatomy.
 FLAT_LINE_STD = 3.0
 
@@ -39,6 +42,10 @@ class PreprocessParams(BaseModel):
 class IntakeLimits:
     max_pixels: int = 50_000_000
     min_side: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeLimits:
+        return cls(max_pixels=settings.max_pixels, min_side=settings.min_side)
 
 
 def sniff_format(data: bytes) -> str:

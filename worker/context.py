@@ -84,7 +84,7 @@ def build_context(settings: Settings) -> WorkerContext:
         store=SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s),
         runtime=runtime,
         name=f"{socket.gethostname()}:{os.getpid()}",
-        limits=IntakeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
+        limits=IntakeLimits.from_settings(settings),
         intake=ThreadPoolExecutor(
             max_workers=settings.intake_threads or os.cpu_count() or 1,
             thread_name_prefix="intake",

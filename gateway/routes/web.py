@@ -73,7 +73,7 @@ async def model_input(job_id: str, store: StoreDep, settings: SettingsDep) -> Re
     if upload is None:
         raise NotFound(f"The upload of job {job_id} has expired.", code="picture_expired")
     params = await preprocessing_of(store, settings, job.result.model.sha256)
-    limits = IntakeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side)
+    limits = IntakeLimits.from_settings(settings)
     pixels = await run_in_threadpool(load_radiograph, upload, params, limits)
     return Response(
         encode_png(pixels),
