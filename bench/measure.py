@@ -37,7 +37,7 @@ def mean_ms(action: Callable[[], object], repeats: int) -> float:
 
 def intake_costs(jpeg_2000px: bytes, params: PreprocessParams, repeats: int) -> dict[str, float]:
     """ms per image: full decode vs Pillow draft mode; PNG encoding at two zlib levels."""
-    from worker.overlay import blend, colourise
+    from shared.overlay import blend, colourise
 
     limits = IntakeLimits()
     image = preprocess(decode_grayscale(jpeg_2000px, limits, params.image_size), params)

@@ -16,7 +16,7 @@ from fastapi import FastAPI, File, UploadFile
 
 from shared.config import get_settings
 from shared.imaging import IntakeLimits, encode_png, load_radiograph
-from worker.overlay import blend
+from shared.overlay import blend
 from worker.runtime import ModelRuntime
 
 

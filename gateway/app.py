@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.metrics import Metrics
 from gateway.routes import batches, compat, jobs, ops, web
+from gateway.serving import ServingPreprocessing
+from gateway.wakeups import FinishedJobs
 from shared.config import Settings, get_settings
 from shared.errors import AppError, PayloadTooLarge
 from shared.queue import make_celery
@@ -35,9 +38,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
         )
-        app.state.store = AsyncStore(client, settings.key_prefix, settings.job_ttl_s)
+        app.state.store = store = AsyncStore(client, settings.key_prefix, settings.job_ttl_s)
         app.state.celery = make_celery(settings, "pneumo-gateway")
+        # Long polls wake on a job's final write; it connects in the background, so the
+        # gateway starts even while Redis is away.
+        app.state.finished_jobs = finished = FinishedJobs(
+            settings.redis_url, store.keys.finished_channel
+        )
+        finished.start()
         yield
+        await finished.stop()
         await client.aclose()
 
     app = FastAPI(
@@ -49,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.serving_preprocessing = ServingPreprocessing(settings.heartbeat_s)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -57,32 +68,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     install_error_handlers(app)
-    app.middleware("http")(limit_body_and_measure)
+    app.add_middleware(BodyLimitAndMetrics)
     # web first: its /v1/jobs/{id}/input.png must match before jobs' /v1/jobs/{id}/{name}.png.
     for module in (web, jobs, batches, compat, ops):
         app.include_router(module.router)
     return app
 
 
-async def limit_body_and_measure(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    settings: Settings = request.app.state.settings
-    metrics: Metrics = request.app.state.metrics
-    started = time.perf_counter()
-    declared = request.headers.get("content-length")
-    limit = body_limit(request, settings)
-    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
-        response: Response = error_response(
-            PayloadTooLarge(f"The request exceeds {limit} bytes.", code="upload_too_large")
-        )
-    else:
-        response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-    metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
-    return response
+class BodyLimitAndMetrics:
+    """Refuses a body declared larger than its route allows before a byte of it is read, and
+    counts every request by route and status.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (`@app.middleware("http")`)
+    runs each request through an extra task and memory stream, which measurably costs CPU on
+    the two requests every job makes.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        settings: Settings = request.app.state.settings
+        metrics: Metrics = request.app.state.metrics
+        started = time.perf_counter()
+        status = 500  # what the server answers if the app raises past its handlers
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            declared = request.headers.get("content-length")
+            limit = body_limit(request, settings)
+            if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
+                refusal = PayloadTooLarge(
+                    f"The request exceeds {limit} bytes.", code="upload_too_large"
+                )
+                await error_response(refusal)(scope, receive, send_and_note_status)
+            else:
+                await self.app(scope, receive, send_and_note_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(request.method, path, str(status)).inc()
+            metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
 
 
 def body_limit(request: Request, settings: Settings) -> int:

@@ -11,8 +11,11 @@ from celery import Celery
 from fastapi import Depends, Header, Request
 
 from gateway.metrics import Metrics
+from gateway.serving import ServingPreprocessing
+from gateway.wakeups import FinishedJobs
 from shared.config import Settings
 from shared.errors import BadRequest, Unauthorized
+from shared.imaging import PreprocessParams
 from shared.store import AsyncStore
 
 
@@ -36,10 +39,22 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_finished_jobs(request: Request) -> FinishedJobs:
+    finished: FinishedJobs = request.app.state.finished_jobs
+    return finished
+
+
+async def get_serving_preprocessing(request: Request) -> PreprocessParams | None:
+    serving: ServingPreprocessing = request.app.state.serving_preprocessing
+    return await serving.current(get_store(request))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[AsyncStore, Depends(get_store)]
+PreprocessingDep = Annotated[PreprocessParams | None, Depends(get_serving_preprocessing)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+FinishedJobsDep = Annotated[FinishedJobs, Depends(get_finished_jobs)]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from gateway.serving import live_workers
 from shared.config import Settings
 from shared.errors import AppError, Conflict
 from shared.schemas import Job, JobStatus
@@ -25,8 +26,6 @@ from shared.store import AsyncStore, ttl_left
 
 # A claim whose job was never stored (the store failed in between) frees itself after this.
 IN_FLIGHT_TTL_S = 60
-# Matches gateway.routes.ops: three missed heartbeats and a worker counts as gone.
-HEARTBEAT_GRACE = 3.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,6 @@ async def find_twin(store: AsyncStore, settings: Settings, dedupe_key: str) -> J
     job = await store.get(job_id.decode()) if job_id else None
     if job is None or job.status is not JobStatus.succeeded or job.result is None:
         return None
-    workers = await store.live_workers(max_age_s=HEARTBEAT_GRACE * settings.heartbeat_s)
+    workers = await live_workers(store, settings.heartbeat_s)
     serving = {beat["model"]["sha256"] for beat in workers.values()}
     return job if job.result.model.sha256 in serving else None

@@ -1,4 +1,5 @@
-"""Accepting an upload: read within limits, validate by decoding once, store, enqueue.
+"""Accepting an upload: read within limits, decode once to validate it and to make the model
+input (`shared.handoff`), store, enqueue.
 
 A rejected upload stores nothing; an upload that cannot be enqueued is removed again. A
 repeated submission (same Idempotency-Key, or the same image with result dedupe on) is
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from dataclasses import dataclass
 
 from celery import Celery
 from fastapi import UploadFile
@@ -19,6 +21,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from gateway.idempotency import IN_FLIGHT_TTL_S, ReuseKeys, claim, find_earlier, reuse_keys
+from gateway.wakeups import FinishedJobs
 from shared.config import Settings
 from shared.errors import (
     AppError,
@@ -28,12 +31,14 @@ from shared.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from shared.imaging import IntakeLimits, validated_upload
+from shared.handoff import pack_input
+from shared.imaging import IntakeLimits, PreprocessParams, accept_upload
 from shared.queue import enqueue_predict
 from shared.schemas import EXPLANATION_METHODS, Job, JobStatus
 from shared.store import AsyncStore, new_job
 
-# Validation only has to prove the file decodes; JPEG draft mode makes that cheap.
+# With no worker to say how its model preprocesses, validation only has to prove the file
+# decodes; JPEG draft mode makes that cheap.
 VALIDATION_DRAFT_SIDE = 256
 QUEUE_FULL_RETRY_AFTER_S = 5
 RATE_WINDOW_S = 60
@@ -49,10 +54,29 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-async def validate_image(data: bytes, settings: Settings) -> bytes:
-    """The bytes to store: the upload itself, or a DICOM's pixels without its tags."""
+@dataclass(frozen=True)
+class Upload:
+    stored: bytes  # the upload itself, or a DICOM's pixels without its tags
+    model_input: bytes | None  # packed for the worker, when the serving preprocessing is known
+    decode_ms: float
+
+
+async def validate_image(
+    data: bytes, settings: Settings, preprocessing: PreprocessParams | None
+) -> Upload:
+    """Decode once, off the event loop: refuse a bad file, keep the model's input."""
     limits = IntakeLimits.from_settings(settings)
-    return await run_in_threadpool(validated_upload, data, limits, VALIDATION_DRAFT_SIDE)
+
+    def decode() -> Upload:
+        started = time.perf_counter()
+        accepted = accept_upload(data, limits, preprocessing, VALIDATION_DRAFT_SIDE)
+        packed = None
+        if preprocessing is not None and accepted.model_input is not None:
+            packed = pack_input(accepted.model_input, preprocessing)
+        elapsed_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        return Upload(accepted.stored, packed, elapsed_ms)
+
+    return await run_in_threadpool(decode)
 
 
 def check_method(method: str) -> str:
@@ -99,20 +123,22 @@ async def submit(
     *,
     client_scope: str = ANONYMOUS,
     idempotency_key: str | None = None,
+    preprocessing: PreprocessParams | None = None,
 ) -> Job:
     check_method(method)
     await enforce_rate_limit(store, settings, client_scope)
-    data = await validate_image(await read_upload(upload, settings), settings)
-    keys = reuse_keys(store, settings, client_scope, f"{method}\0".encode() + data, idempotency_key)
+    accepted = await validate_image(await read_upload(upload, settings), settings, preprocessing)
+    content = f"{method}\0".encode() + accepted.stored
+    keys = reuse_keys(store, settings, client_scope, content, idempotency_key)
     earlier = await find_earlier(store, settings, keys)
     if earlier is not None:
         return earlier
     await check_queue_depth(store, settings)
-    return await store_and_enqueue(data, method, store, celery, settings, keys=keys)
+    return await store_and_enqueue(accepted, method, store, celery, settings, keys=keys)
 
 
 async def store_and_enqueue(
-    data: bytes,
+    upload: Upload,
     method: str,
     store: AsyncStore,
     celery: Celery,
@@ -122,12 +148,15 @@ async def store_and_enqueue(
 ) -> Job:
     """A validated upload becomes a queued job; if the queue is unreachable, nothing is kept."""
     job = new_job(str(uuid.uuid4()), settings.job_ttl_s, method)
+    if upload.model_input is not None:
+        job.timings_ms["decode"] = upload.decode_ms
     if keys is not None:
         earlier = await claim(store, keys, job, IN_FLIGHT_TTL_S)
         if earlier is not None:  # a concurrent twin of this request won the key
             return earlier
     try:
-        await store.create(job, data, keys.links(job.job_id) if keys else {})
+        links = keys.links(job.job_id) if keys else {}
+        await store.create(job, upload.stored, links, upload.model_input)
         await asyncio.to_thread(enqueue_predict, celery, settings, job.job_id)
     except OperationalError as error:
         await _forget(store, job, keys)
@@ -148,19 +177,24 @@ async def _forget(store: AsyncStore, job: Job, keys: ReuseKeys | None) -> None:
             await store.client.delete(keys.idempotency)
 
 
-async def wait_for_final(store: AsyncStore, job: Job, wait_s: float) -> Job:
-    """Long-poll: re-read the record with a growing pause until it is final or time is up."""
+async def wait_for_final(store: AsyncStore, finished: FinishedJobs, job: Job, wait_s: float) -> Job:
+    """Long-poll: re-read the record each time `finished` wakes us (the job's final write, or
+    the recheck interval), until it is final or time is up."""
+    if job.status.is_final:
+        return job
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    pause = 0.01
-    while not job.status.is_final and loop.time() < deadline:
-        await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
-        pause = min(pause * 1.5, 0.2)
-        refreshed = await store.get(job.job_id)
-        if refreshed is None:
-            break
-        job = refreshed
-    return job
+    with finished.watching(job.job_id) as wakeup:
+        while True:
+            # Watching already, so a final write landing after this read still wakes us.
+            refreshed = await store.get(job.job_id)
+            if refreshed is None:  # deleted meanwhile: answer with what we last saw
+                return job
+            job = refreshed
+            time_left = deadline - loop.time()
+            if job.status.is_final or time_left <= 0:
+                return job
+            await wakeup.wait(time_left)
 
 
 # Worker-side failure codes that describe the client's file rather than the service.

@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     mixed_precision: bool = Field(False, description="bfloat16 compute on GPUs that have it.")
     xla: bool = Field(False, description="XLA-compile the TensorFlow predict-and-explain call.")
     intra_op_threads: int = Field(0, ge=0, description="0: one per visible core.")
-    # Pillow releases the GIL while decoding and zlib while compressing, so a batch's JPEG
-    # decodes and PNG encodes run in parallel threads while the model waits for them.
+    # Pillow releases the GIL while decoding, so a batch's uploads without a model input from
+    # the gateway (shared.handoff) are decoded in parallel threads while the model waits.
     intake_threads: int = Field(0, ge=0, description="0: one per visible core.")
     inter_op_threads: int = Field(0, ge=0, description="0: two (one model call at a time).")
 

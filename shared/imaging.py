@@ -81,15 +81,30 @@ def decode_grayscale(
     return gray
 
 
-def validated_upload(data: bytes, limits: IntakeLimits, draft_side: int | None = None) -> bytes:
-    """Prove an upload decodes and return the bytes to store.
+@dataclass(frozen=True)
+class AcceptedUpload:
+    stored: bytes  # what to keep: the upload itself, or a DICOM's pixels without its tags
+    model_input: np.ndarray | None  # the model's input, when the caller knew the preprocessing
+
+
+def accept_upload(
+    data: bytes,
+    limits: IntakeLimits,
+    params: PreprocessParams | None = None,
+    draft_side: int | None = None,
+) -> AcceptedUpload:
+    """Prove an upload decodes, and from that one decode also make the model input when the
+    preprocessing is known (exactly `load_radiograph`'s pixels: same draft, same steps).
 
     A DICOM is stored as a lossless PNG of its display pixels: exactly the uint8 image
     `decode_grayscale` makes of the DICOM, so the worker's result is unchanged, and not one
     header tag (name, ids, dates) reaches the store.
     """
+    if params is not None:
+        draft_side = model_draft_side(params)
     gray = decode_grayscale(data, limits, draft_side)
-    return encode_png(gray) if sniff_format(data) == "dicom" else data
+    stored = encode_png(gray) if sniff_format(data) == "dicom" else data
+    return AcceptedUpload(stored, preprocess(gray, params) if params is not None else None)
 
 
 def _decode_with_pillow(data: bytes, limits: IntakeLimits, draft_side: int | None) -> np.ndarray:
@@ -163,14 +178,12 @@ def flat_border_box(gray: np.ndarray, max_fraction: float) -> tuple[int, int, in
     collimator bands off each edge, at most `max_fraction` of a side each (the seed's border
     shortcut). The audit moves ground-truth masks through the same box."""
     height, width = gray.shape
-    row_flat = gray.std(axis=1) < FLAT_LINE_STD
-    column_flat = gray.std(axis=0) < FLAT_LINE_STD
     row_limit, column_limit = int(height * max_fraction), int(width * max_fraction)
     return (
-        _leading_run(row_flat, row_limit),
-        height - _leading_run(row_flat[::-1], row_limit),
-        _leading_run(column_flat, column_limit),
-        width - _leading_run(column_flat[::-1], column_limit),
+        _leading_flat_lines(gray, row_limit),
+        height - _leading_flat_lines(gray[::-1], row_limit),
+        _leading_flat_lines(gray.T, column_limit),
+        width - _leading_flat_lines(gray.T[::-1], column_limit),
     )
 
 
@@ -179,10 +192,16 @@ def trim_flat_borders(gray: np.ndarray, max_fraction: float) -> np.ndarray:
     return gray[top:bottom, left:right]
 
 
-def _leading_run(flags: np.ndarray, limit: int) -> int:
+def _leading_flat_lines(lines: np.ndarray, limit: int, block: int = 16) -> int:
+    """How many of the first `limit` rows of `lines` are flat. Reads a few rows at a time and
+    stops at the first with anatomy, instead of the whole image: most films have no border."""
     run = 0
-    while run < limit and flags[run]:
-        run += 1
+    while run < limit:
+        rows = lines[run : min(run + block, limit)].astype(np.float64)
+        flat = rows.std(axis=1) < FLAT_LINE_STD
+        if not flat.all():
+            return run + int(np.argmin(flat))
+        run += len(rows)
     return run
 
 
@@ -200,8 +219,12 @@ def preprocess(gray: np.ndarray, params: PreprocessParams) -> np.ndarray:
 
 def load_radiograph(data: bytes, params: PreprocessParams, limits: IntakeLimits) -> np.ndarray:
     """File bytes -> model input. The single path used by training and serving alike."""
-    draft_side = 2 * params.image_size if params.jpeg_draft else None
-    return preprocess(decode_grayscale(data, limits, draft_side), params)
+    return preprocess(decode_grayscale(data, limits, model_draft_side(params)), params)
+
+
+def model_draft_side(params: PreprocessParams) -> int | None:
+    """Decode JPEGs at the smallest DCT scale that still leaves twice the model's side."""
+    return 2 * params.image_size if params.jpeg_draft else None
 
 
 def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:

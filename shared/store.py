@@ -2,7 +2,7 @@
 
 Key layout, all under the configured prefix:
     {p}:job:{id}              JSON of `Job`
-    {p}:blob:{id}:{name}      raw bytes (upload, heatmap, overlay)
+    {p}:blob:{id}:{name}      bytes: upload, input (model input), cam (map), heatmap, overlay
     {p}:finals:{id}           how many times a final state was written: 1, or a job was duplicated
     {p}:refs:{id}             set of the lookup keys below that point at this job, erased with it
     {p}:idem:{digest}         a client's Idempotency-Key -> job id + request fingerprint
@@ -11,6 +11,8 @@ Key layout, all under the configured prefix:
     {p}:pending               sorted set: unfinished job id -> when it was last queued
     {p}:sweep-turn            which worker sweeps `pending` next (worker.recovery)
     {p}:workers               hash: worker name -> heartbeat JSON (model card, time)
+    {p}:finished              pub/sub channel, not a key: the id of each job whose final state
+                              landed, for the gateways' long polls (gateway.wakeups)
 Both sync (worker) and asyncio (gateway) clients use the same key functions.
 """
 
@@ -31,13 +33,17 @@ from pydantic import ValidationError
 from shared.schemas import Job, JobStatus, utc_now
 
 log = logging.getLogger(__name__)
-BLOB_NAMES = ("upload", "heatmap", "overlay")
+# upload: as sent (a DICOM without its tags); input and cam: `shared.handoff`; heatmap and
+# overlay: PNGs, drawn by the gateway on first request and kept.
+BLOB_NAMES = ("upload", "input", "cam", "heatmap", "overlay")
 
-# Write a job record (and its PNGs) unless the stored record is gone (deleted: do not bring it
+# Write a job record (and its blobs) unless the stored record is gone (deleted: do not bring it
 # back) or already final (another delivery finished first: do not overwrite its answer). A
-# final write also counts itself, so a duplicate would show, and leaves the pending index.
+# final write also counts itself, so a duplicate would show, leaves the pending index, and
+# announces the job id on the finished channel, so long polls wake at once (gateway.wakeups);
+# a refused write announces nothing. The channel is an ARGV: channels are not keys.
 # KEYS: record, final-write counter, pending index, blob...
-# ARGV: JSON, ttl, "final" or "claim", job id, blob...
+# ARGV: JSON, ttl, "final" or "claim", job id, finished channel, blob...
 WRITE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
@@ -45,13 +51,22 @@ local status = cjson.decode(current)['status']
 if status == 'succeeded' or status == 'failed' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 for index = 4, #KEYS do
-  redis.call('SET', KEYS[index], ARGV[index + 1], 'EX', ARGV[2])
+  redis.call('SET', KEYS[index], ARGV[index + 2], 'EX', ARGV[2])
 end
 if ARGV[3] == 'final' then
   redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('PUBLISH', ARGV[5], ARGV[4])
 end
+return 1
+"""
+
+# KEYS: job record, blob; ARGV: blob bytes. The blob gets whatever time the record has left.
+SET_WHILE_JOB_LIVES = """
+local ttl = redis.call('TTL', KEYS[1])
+if ttl <= 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
 return 1
 """
 
@@ -97,6 +112,10 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
+    @property
+    def finished_channel(self) -> str:
+        return f"{self.prefix}:finished"
+
 
 def new_job(job_id: str, ttl_s: int, method: str = "gradcam") -> Job:
     created = utc_now()
@@ -116,7 +135,7 @@ def ttl_left(job: Job) -> int:
 
 @dataclass
 class Write:
-    """One job's record (and PNGs) for `SyncStore.write_unless_final`."""
+    """One job's record (and blobs) for `SyncStore.write_unless_final`."""
 
     job: Job
     blobs: dict[str, bytes] = field(default_factory=dict)
@@ -126,10 +145,10 @@ class Write:
         names = [keys.job(job_id), keys.finals(job_id), keys.pending]
         return names + [keys.blob(job_id, name) for name in self.blobs]
 
-    def values(self) -> list[str | bytes | int]:
+    def values(self, keys: Keys) -> list[str | bytes | int]:
         stage = "final" if self.job.status.is_final else "claim"
         head: list[str | bytes | int] = [self.job.model_dump_json(), ttl_left(self.job)]
-        return [*head, stage, self.job.job_id, *self.blobs.values()]
+        return [*head, stage, self.job.job_id, keys.finished_channel, *self.blobs.values()]
 
 
 def _parse_job(job_id: str, record: bytes | None) -> Job | None:
@@ -155,17 +174,24 @@ class SyncStore:
     def from_url(cls, url: str, prefix: str, ttl_s: int) -> SyncStore:
         return cls(redis.Redis.from_url(url, health_check_interval=30), prefix, ttl_s)
 
-    def load_jobs_and_uploads(self, job_ids: list[str]) -> list[tuple[Job | None, bytes | None]]:
-        """One round trip for a whole batch: each job's record and its upload."""
+    def load_jobs_and_blobs(
+        self, job_ids: list[str], name: str
+    ) -> list[tuple[Job | None, bytes | None]]:
+        """One round trip for a whole batch: each job's record and one of its blobs."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.get(self.keys.job(job_id))
-            pipe.get(self.keys.blob(job_id, "upload"))
+            pipe.get(self.keys.blob(job_id, name))
         replies = pipe.execute()
         return [
-            (_parse_job(job_id, record), upload)
-            for job_id, record, upload in zip(job_ids, replies[::2], replies[1::2], strict=True)
+            (_parse_job(job_id, record), blob)
+            for job_id, record, blob in zip(job_ids, replies[::2], replies[1::2], strict=True)
         ]
+
+    def load_blobs(self, job_ids: Sequence[str], name: str) -> list[bytes | None]:
+        if not job_ids:
+            return []
+        return cast(list, self.client.mget([self.keys.blob(job_id, name) for job_id in job_ids]))
 
     def load_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         records = cast(list, self.client.mget([self.keys.job(job_id) for job_id in job_ids]))
@@ -180,7 +206,7 @@ class SyncStore:
         pipe = self.client.pipeline(transaction=False)
         for write in writes:
             names = write.key_names(self.keys)
-            pipe.eval(WRITE_UNLESS_FINAL, len(names), *names, *write.values())
+            pipe.eval(WRITE_UNLESS_FINAL, len(names), *names, *write.values(self.keys))
         return [bool(landed) for landed in pipe.execute()]
 
     def save(self, jobs: Iterable[Job], blobs: dict[str, dict[str, bytes]] | None = None) -> None:
@@ -229,11 +255,20 @@ class AsyncStore:
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
 
-    async def create(self, job: Job, upload: bytes, links: Mapping[str, str] | None = None) -> None:
-        """The upload, the record, its entry in the pending index and the lookup keys (key ->
-        value) that lead to it, all or nothing. Lookup keys expire and go with the job."""
+    async def create(
+        self,
+        job: Job,
+        upload: bytes,
+        links: Mapping[str, str] | None = None,
+        model_input: bytes | None = None,
+    ) -> None:
+        """The upload (and the model input made from it, if any), the record, its entry in the
+        pending index and the lookup keys (key -> value) that lead to it, all or nothing.
+        Lookup keys expire and go with the job."""
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.blob(job.job_id, "upload"), upload, ex=self.ttl_s)
+        if model_input is not None:
+            pipe.set(self.keys.blob(job.job_id, "input"), model_input, ex=self.ttl_s)
         pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=self.ttl_s)
         pipe.zadd(self.keys.pending, {job.job_id: time.time()})
         for key, value in (links or {}).items():
@@ -255,6 +290,17 @@ class AsyncStore:
 
     async def blob(self, job_id: str, name: str) -> bytes | None:
         return cast(bytes | None, await self.client.get(self.keys.blob(job_id, name)))
+
+    async def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
+        keys = [self.keys.blob(job_id, name) for name in names]
+        return cast(list, await self.client.mget(keys))
+
+    async def keep_blob(self, job_id: str, name: str, data: bytes) -> None:
+        """Store a blob made after the job finished (a picture), expiring with the job; if the
+        job was deleted meanwhile, store nothing rather than leave an orphan."""
+        await self.client.eval(
+            SET_WHILE_JOB_LIVES, 2, self.keys.job(job_id), self.keys.blob(job_id, name), data
+        )
 
     async def delete(self, job_id: str) -> bool:
         """The record, every blob, and the lookup keys (idempotency, dedupe) that point at it."""

@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image
 
 from shared.imaging import IntakeLimits, PreprocessParams, decode_grayscale, load_radiograph
+from shared.overlay import upsample_map
 from worker.data import CLASS_NAMES, find_kermany_root, scan_kermany
 from worker.gradcam import METHOD_NAMES
 from worker.mask_geometry import preprocess_box, transform_mask
-from worker.overlay import upsample_map
 from worker.phantoms import MANIFEST_NAME, artifact_band_mask
 from worker.runtime import ModelRuntime
 

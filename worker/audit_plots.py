@@ -1,6 +1,6 @@
 """Figures for the Grad-CAM audit and the bias experiment: matplotlib Agg, PNG files, no display.
 
-Overlays are drawn with `worker.overlay.blend`, the same pixels a user gets back from a job.
+Overlays are drawn with `shared.overlay.blend`, the same pixels a user gets back from a job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from worker.overlay import blend  # noqa: E402
+from shared.overlay import blend  # noqa: E402
 
 DPI = 72  # the model inputs are 64-128 px: more dots would only add bytes to the repository
 PANEL = 1.7  # inches per image panel

@@ -1,7 +1,7 @@
 """Scores for one explanation map against ground truth, against another map, or against the model.
 
 Pure numpy (plus scipy.ndimage), one image at a time, maps already upsampled to the model input
-(`worker.overlay.upsample_map`), masks already on model-input coordinates
+(`shared.overlay.upsample_map`), masks already on model-input coordinates
 (`worker.mask_geometry`). `worker.audit` aggregates these over a data set.
 
 - pointing game: is the map's peak inside the mask (Zhang et al. 2016)? Zhang et al. count a

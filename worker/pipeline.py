@@ -1,7 +1,9 @@
 """Turning queued job ids into finished job records: the worker's logic, free of Celery.
 
-Per batch: one Redis round trip to read records and uploads, one to mark them running, one
-to write results and PNGs. One bad image fails only its own job.
+Per batch: one Redis round trip to read the records and the model inputs the gateway made
+(`shared.handoff`), one to mark the jobs running, one to write the results and explanation
+maps; and one more only for jobs without a usable input, whose uploads are decoded here. One
+bad image fails only its own job. Pictures are drawn later, by the gateway, on request.
 
 Delivery is at least once, so every write is conditional (`SyncStore.write_unless_final`):
 a job that another delivery already finished, or that its owner deleted, is left alone, and
@@ -18,14 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.errors import AppError
-from shared.imaging import IntakeLimits, encode_png, load_radiograph
+from shared.handoff import pack_input, pack_map, unpack_input
+from shared.imaging import IntakeLimits, load_radiograph
 from shared.schemas import Explanation, Job, JobError, JobStatus, Result, blob_url, utc_now
 from shared.store import SyncStore, Write
-from worker.overlay import blend, colourise
 from worker.runtime import ModelRuntime, Prediction
 from worker.time_limits import Deadline
 
 log = logging.getLogger(__name__)
+# A claimed job and the model input the gateway stored for it, if any (`shared.handoff`).
 Pending = list[tuple[Job, bytes | None]]
 
 
@@ -54,7 +57,7 @@ def process_jobs(
     pending = _claim(list(dict.fromkeys(job_ids)), store, outcome, max_deliveries)
     if not pending:
         return outcome
-    blobs = _compute(pending, runtime, limits, deadline, intake or _SERIAL)
+    blobs = _compute(pending, store, runtime, limits, deadline, intake or _SERIAL)
     deadline.check("writing the results")
     _write_final([job for job, _ in pending], blobs, store, outcome)
     return outcome
@@ -66,7 +69,8 @@ def _claim(
     """Load the batch, skip deleted or already-final jobs (redelivery), mark the rest running."""
     claims: Pending = []
     exhausted: list[Job] = []
-    for job_id, (job, upload) in zip(job_ids, store.load_jobs_and_uploads(job_ids), strict=True):
+    loaded = store.load_jobs_and_blobs(job_ids, "input")
+    for job_id, (job, model_input) in zip(job_ids, loaded, strict=True):
         if job is None or job.status.is_final:
             outcome.skipped.append(job_id)
         elif job.attempts >= max_deliveries:
@@ -75,7 +79,7 @@ def _claim(
         else:
             job.status, job.started_at = JobStatus.running, utc_now()
             job.attempts += 1
-            claims.append((job, upload))
+            claims.append((job, model_input))
     if exhausted:
         _write_final(exhausted, {}, store, outcome)
     landed = store.write_unless_final([Write(job) for job, _ in claims]) if claims else []
@@ -94,35 +98,63 @@ def _lost_message(attempts: int) -> str:
 
 def _compute(
     pending: Pending,
+    store: SyncStore,
     runtime: ModelRuntime,
     limits: IntakeLimits,
     deadline: Deadline,
     intake: Executor,
 ) -> dict[str, dict[str, bytes]]:
-    """Decode, predict and render; returns the PNGs of the jobs that succeeded."""
-    started = time.perf_counter()
-    deadline.check("decoding")
-    images, ready = _decode_all(pending, runtime, limits, intake)
-    decode_ms = _elapsed_ms(started) / len(pending)
+    """Prepare the inputs and predict; returns the blobs to store for the jobs that succeeded."""
+    deadline.check("preparing the inputs")
+    inputs = _prepare_inputs(pending, store, runtime, limits, intake)
+    ready = [job for job, _ in pending if job.job_id in inputs]
     if not ready:
         return {}
     deadline.check("running the model")
     started = time.perf_counter()
-    predictions = runtime.predict(np.stack(images))
+    predictions = runtime.predict(np.stack([inputs[job.job_id].pixels for job in ready]))
     model_ms = _elapsed_ms(started) / len(ready)
-    deadline.check("rendering")
-    rendered = intake.map(
-        lambda item: _finish(*item, runtime), zip(ready, images, predictions, strict=True)
-    )
     blobs: dict[str, dict[str, bytes]] = {}
-    for job, pictures in zip(ready, rendered, strict=True):
-        blobs[job.job_id] = pictures
-        job.timings_ms.update(decode=decode_ms, model=model_ms)
+    for job, prediction in zip(ready, predictions, strict=True):
+        prepared = inputs[job.job_id]
+        job.timings_ms["model"] = model_ms
+        blobs[job.job_id] = {"cam": pack_map(prediction.maps[job.method])}
+        if prepared.decoded_here:  # the gateway's pictures are drawn on the input the model saw
+            job.timings_ms["decode"] = prepared.decode_ms
+            blobs[job.job_id]["input"] = pack_input(prepared.pixels, runtime.card.preprocessing)
+        _succeed(job, prediction, runtime)
     return blobs
 
 
-def _decode_all(pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, intake: Executor):
-    """Decode the batch's images in parallel; a bad file fails only its own job."""
+@dataclass(frozen=True)
+class _Input:
+    pixels: np.ndarray
+    decoded_here: bool
+    decode_ms: float = 0.0
+
+
+def _prepare_inputs(
+    pending: Pending,
+    store: SyncStore,
+    runtime: ModelRuntime,
+    limits: IntakeLimits,
+    intake: Executor,
+) -> dict[str, _Input]:
+    """Job id -> model input: the gateway's when made for this model's preprocessing, else
+    decoded here from the upload (in parallel threads). A bad file fails only its own job."""
+    params = runtime.card.preprocessing
+    inputs: dict[str, _Input] = {}
+    to_decode: list[Job] = []
+    for job, stored in pending:
+        pixels = unpack_input(stored, params)
+        if pixels is None:
+            to_decode.append(job)
+        else:
+            inputs[job.job_id] = _Input(pixels, decoded_here=False)
+    if not to_decode:
+        return inputs
+    started = time.perf_counter()
+    uploads = store.load_blobs([job.job_id for job in to_decode], "upload")
 
     def decode_one(pair: tuple[Job, bytes | None]) -> np.ndarray | AppError:
         try:
@@ -130,14 +162,14 @@ def _decode_all(pending: Pending, runtime: ModelRuntime, limits: IntakeLimits, i
         except AppError as error:
             return error
 
-    images, ready = [], []
-    for (job, _), decoded in zip(pending, intake.map(decode_one, pending), strict=True):
-        if isinstance(decoded, AppError):
-            _fail(job, decoded.code, decoded.message)
+    decoded = list(intake.map(decode_one, zip(to_decode, uploads, strict=True)))
+    decode_ms = _elapsed_ms(started) / len(to_decode)
+    for job, result in zip(to_decode, decoded, strict=True):
+        if isinstance(result, AppError):
+            _fail(job, result.code, result.message)
         else:
-            images.append(decoded)
-            ready.append(job)
-    return images, ready
+            inputs[job.job_id] = _Input(result, decoded_here=True, decode_ms=decode_ms)
+    return inputs
 
 
 def _decode(job: Job, upload: bytes | None, runtime: ModelRuntime, limits: IntakeLimits):
@@ -154,15 +186,7 @@ def _decode(job: Job, upload: bytes | None, runtime: ModelRuntime, limits: Intak
         raise AppError("The image could not be decoded.", code="corrupt_image") from error
 
 
-def _finish(job: Job, image: np.ndarray, prediction: Prediction, runtime: ModelRuntime):
-    """Fill in the result and explanation; return the PNGs to store with it."""
-    cam = prediction.maps[job.method]
-    started = time.perf_counter()
-    blobs = {
-        "heatmap": encode_png(colourise(cam, image.shape[0])),
-        "overlay": encode_png(blend(image, cam)),
-    }
-    job.timings_ms["render"] = _elapsed_ms(started)
+def _succeed(job: Job, prediction: Prediction, runtime: ModelRuntime) -> None:
     job.result = Result(
         label=prediction.label,
         probability=prediction.probability,
@@ -178,7 +202,6 @@ def _finish(job: Job, image: np.ndarray, prediction: Prediction, runtime: ModelR
         overlay_url=blob_url(job.job_id, "overlay"),
     )
     job.status, job.finished_at = JobStatus.succeeded, utc_now()
-    return blobs
 
 
 def _write_final(

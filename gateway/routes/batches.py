@@ -12,9 +12,18 @@ from typing import Annotated
 from celery import Celery
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from gateway.deps import AuthDep, CeleryDep, ClientDep, MetricsDep, SettingsDep, StoreDep
+from gateway.deps import (
+    AuthDep,
+    CeleryDep,
+    ClientDep,
+    MetricsDep,
+    PreprocessingDep,
+    SettingsDep,
+    StoreDep,
+)
 from gateway.routes.jobs import ERRORS
 from gateway.submission import (
+    Upload,
     check_method,
     check_queue_depth,
     enforce_rate_limit,
@@ -25,6 +34,7 @@ from gateway.submission import (
 from shared.batches import load_batch, save_batch
 from shared.config import Settings
 from shared.errors import AppError, BadRequest, NotFound
+from shared.imaging import PreprocessParams
 from shared.schemas import Batch, BatchCreated, Job, batch_url
 from shared.store import AsyncStore
 
@@ -40,13 +50,14 @@ async def create_batch(
     settings: SettingsDep,
     metrics: MetricsDep,
     client: ClientDep,
+    preprocessing: PreprocessingDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> BatchCreated:
     check_method(method)
     check_file_count(len(files), settings)
     for _ in files:  # each file counts as one submission against the client's rate limit
         await enforce_rate_limit(store, settings, client.scope)
-    uploads = await validate_each(files, settings)
+    uploads = await validate_each(files, settings, preprocessing)
     await check_queue_depth(store, settings)
     jobs = await enqueue_all(uploads, method, store, celery, settings)
     batch = BatchCreated(batch_id=str(uuid.uuid4()), job_ids=[job.job_id for job in jobs])
@@ -75,12 +86,15 @@ def check_file_count(count: int, settings: Settings) -> None:
         )
 
 
-async def validate_each(files: list[UploadFile], settings: Settings) -> list[bytes]:
+async def validate_each(
+    files: list[UploadFile], settings: Settings, preprocessing: PreprocessParams | None
+) -> list[Upload]:
     """In order, stopping at the first bad file, whose position the error names."""
     uploads = []
-    for index, upload in enumerate(files):
+    for index, file in enumerate(files):
         try:
-            uploads.append(await validate_image(await read_upload(upload, settings), settings))
+            data = await read_upload(file, settings)
+            uploads.append(await validate_image(data, settings, preprocessing))
         except AppError as error:
             error.message = f"files[{index}]: {error.message}"
             error.args = (error.message,)
@@ -89,13 +103,13 @@ async def validate_each(files: list[UploadFile], settings: Settings) -> list[byt
 
 
 async def enqueue_all(
-    uploads: list[bytes], method: str, store: AsyncStore, celery: Celery, settings: Settings
+    uploads: list[Upload], method: str, store: AsyncStore, celery: Celery, settings: Settings
 ) -> list[Job]:
     """If the queue fails part way, the jobs already made are deleted: none or all stay."""
     jobs: list[Job] = []
     try:
-        for data in uploads:
-            jobs.append(await store_and_enqueue(data, method, store, celery, settings))
+        for upload in uploads:
+            jobs.append(await store_and_enqueue(upload, method, store, celery, settings))
     except AppError:
         # Their messages may already be queued; a worker skips a job whose record is gone.
         for job in jobs:

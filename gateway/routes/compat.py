@@ -11,10 +11,19 @@ from typing import Annotated
 from fastapi import APIRouter, File, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from gateway.deps import AuthDep, CeleryDep, ClientDep, MetricsDep, SettingsDep, StoreDep
-from gateway.routes.jobs import ERRORS, PNG, find_job
+from gateway.deps import (
+    AuthDep,
+    CeleryDep,
+    ClientDep,
+    FinishedJobsDep,
+    MetricsDep,
+    PreprocessingDep,
+    SettingsDep,
+    StoreDep,
+)
+from gateway.pictures import picture
+from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
 from gateway.submission import failure_as_error, submit, wait_for_final
-from shared.errors import Conflict, NotFound
 from shared.schemas import JobStatus, SeedPrediction, job_url
 
 router = APIRouter(tags=["seed-compatible"], dependencies=[AuthDep])
@@ -28,10 +37,15 @@ async def predict(
     settings: SettingsDep,
     metrics: MetricsDep,
     client: ClientDep,
+    preprocessing: PreprocessingDep,
+    finished: FinishedJobsDep,
 ) -> SeedPrediction | JSONResponse:
-    job = await submit(file, "gradcam", store, celery, settings, client_scope=client.scope)
+    job = await submit(
+        file, "gradcam", store, celery, settings,
+        client_scope=client.scope, preprocessing=preprocessing,
+    )  # fmt: skip
     metrics.jobs_submitted.inc()
-    job = await wait_for_final(store, job, settings.predict_timeout_s)
+    job = await wait_for_final(store, finished, job, settings.predict_timeout_s)
     if job.status is JobStatus.failed:
         raise failure_as_error(job)
     if job.result is None:
@@ -56,10 +70,5 @@ async def predict(
 
 @router.get("/outputs/{job_id}/gradcam.png", response_class=Response, responses={**PNG, **ERRORS})
 async def seed_gradcam(job_id: str, store: StoreDep) -> Response:
-    job = await find_job(store, job_id)
-    if job.status is not JobStatus.succeeded:
-        raise Conflict(f"Job {job_id} is {job.status.value}.", code="not_ready")
-    data = await store.blob(job_id, "overlay")
-    if data is None:
-        raise NotFound(f"The overlay of job {job_id} has expired.", code="picture_expired")
-    return Response(data, media_type="image/png")
+    job = await find_succeeded_job(store, job_id)
+    return png_response(await picture(store, job, "overlay"))

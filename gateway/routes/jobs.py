@@ -11,11 +11,14 @@ from gateway.deps import (
     AuthDep,
     CeleryDep,
     ClientDep,
+    FinishedJobsDep,
     IdempotencyKeyDep,
     MetricsDep,
+    PreprocessingDep,
     SettingsDep,
     StoreDep,
 )
+from gateway.pictures import PICTURES, picture
 from gateway.submission import submit, wait_for_final
 from shared.errors import Conflict, NotFound
 from shared.schemas import ErrorBody, Job, JobStatus, job_url
@@ -58,11 +61,12 @@ async def create_job(
     metrics: MetricsDep,
     client: ClientDep,
     idempotency_key: IdempotencyKeyDep,
+    preprocessing: PreprocessingDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> Job:
     job = await submit(
-        file, method, store, celery, settings,
-        client_scope=client.scope, idempotency_key=idempotency_key,
+        file, method, store, celery, settings, client_scope=client.scope,
+        idempotency_key=idempotency_key, preprocessing=preprocessing,
     )  # fmt: skip
     metrics.jobs_submitted.inc()
     response.headers["Location"] = job_url(job.job_id)
@@ -75,12 +79,13 @@ async def get_job(
     job_id: str,
     store: StoreDep,
     settings: SettingsDep,
+    finished: FinishedJobsDep,
     response: Response,
     wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds.")] = 0,
 ) -> Job:
     job = await find_job(store, job_id)
     if wait:
-        job = await wait_for_final(store, job, min(wait, settings.max_wait_s))
+        job = await wait_for_final(store, finished, job, min(wait, settings.max_wait_s))
     if not job.status.is_final:
         response.headers["Retry-After"] = "1"
     return job
@@ -88,17 +93,23 @@ async def get_job(
 
 @router.get("/{job_id}/{name}.png", response_class=Response, responses={**PNG, **ERRORS})
 async def get_picture(job_id: str, name: str, store: StoreDep) -> Response:
-    if name not in ("overlay", "heatmap"):
+    if name not in PICTURES:
         raise NotFound(f"No picture {name!r}; there are overlay.png and heatmap.png.")
+    job = await find_succeeded_job(store, job_id)
+    return png_response(await picture(store, job, name))
+
+
+async def find_succeeded_job(store: AsyncStore, job_id: str) -> Job:
     job = await find_job(store, job_id)
     if job.status is not JobStatus.succeeded:
         raise Conflict(
             f"Job {job_id} is {job.status.value}; pictures exist once it succeeds.",
             code="not_ready",
         )
-    data = await store.blob(job_id, name)
-    if data is None:
-        raise NotFound(f"The {name} of job {job_id} has expired.", code="picture_expired")
+    return job
+
+
+def png_response(data: bytes) -> Response:
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )

@@ -9,16 +9,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.deps import AuthDep, MetricsDep, SettingsDep, StoreDep
+from gateway.serving import live_workers
 from shared.schemas import ErrorBody
-from shared.store import AsyncStore
 
 router = APIRouter(tags=["operations"])
-# Three missed heartbeats and a worker counts as gone.
-HEARTBEAT_GRACE = 3.0
-
-
-async def live_workers(store: AsyncStore, heartbeat_s: float) -> dict[str, dict]:
-    return await store.live_workers(max_age_s=HEARTBEAT_GRACE * heartbeat_s)
 
 
 @router.get("/healthz")

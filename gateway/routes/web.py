@@ -13,16 +13,11 @@ from importlib import resources
 
 from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
-from starlette.concurrency import run_in_threadpool
 
-from gateway.deps import AuthDep, SettingsDep, StoreDep
-from gateway.routes.jobs import ERRORS, PNG, find_job
-from gateway.routes.ops import live_workers
-from shared.config import Settings
-from shared.errors import Conflict, NotFound
-from shared.imaging import IntakeLimits, PreprocessParams, encode_png, load_radiograph
-from shared.schemas import JobStatus
-from shared.store import AsyncStore
+from gateway.deps import AuthDep, StoreDep
+from gateway.pictures import model_input
+from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
+from shared.errors import NotFound
 
 router = APIRouter()
 STATIC_FILES = {
@@ -64,28 +59,7 @@ async def static_file(name: str) -> Response:
     dependencies=[AuthDep],
     tags=["jobs"],
 )
-async def model_input(job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+async def model_input_picture(job_id: str, store: StoreDep) -> Response:
     """The radiograph as the model saw it (trimmed, resized): what the heatmap is aligned to."""
-    job = await find_job(store, job_id)
-    if job.status is not JobStatus.succeeded or job.result is None:
-        raise Conflict(f"Job {job_id} is {job.status.value}.", code="not_ready")
-    upload = await store.blob(job_id, "upload")
-    if upload is None:
-        raise NotFound(f"The upload of job {job_id} has expired.", code="picture_expired")
-    params = await preprocessing_of(store, settings, job.result.model.sha256)
-    limits = IntakeLimits.from_settings(settings)
-    pixels = await run_in_threadpool(load_radiograph, upload, params, limits)
-    return Response(
-        encode_png(pixels),
-        media_type="image/png",
-        headers={"Cache-Control": "private, max-age=3600"},
-    )
-
-
-async def preprocessing_of(store: AsyncStore, settings: Settings, sha256: str) -> PreprocessParams:
-    """The parameters of the model that made the result, from a live worker's card."""
-    for beat in (await live_workers(store, settings.heartbeat_s)).values():
-        if beat["model"].get("sha256") == sha256:
-            return PreprocessParams.model_validate(beat["model"]["preprocessing"])
-    # That model is no longer served: its defaults are the best guess.
-    return PreprocessParams.model_validate({})
+    job = await find_succeeded_job(store, job_id)
+    return png_response(await model_input(store, job))

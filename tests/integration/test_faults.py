@@ -239,7 +239,7 @@ def test_final_writes_are_conditional_so_racing_deliveries_write_one_answer(
 
     store = SyncStore.from_url(redis_server.url, "pneumo", 3600)
     job_id = seeded_job(redis_server, attempts=1)
-    job = store.load_jobs_and_uploads([job_id])[0][0]
+    job = store.load_jobs([job_id])[0]
     assert job is not None
     first = job.model_copy(update={"status": JobStatus.succeeded})
     second = job.model_copy(update={"status": JobStatus.failed})

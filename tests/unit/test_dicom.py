@@ -17,10 +17,10 @@ from shared.errors import AppError
 from shared.imaging import (
     IntakeLimits,
     PreprocessParams,
+    accept_upload,
     decode_grayscale,
     load_radiograph,
     sniff_format,
-    validated_upload,
 )
 from tests.support.dicoms import PATIENT_TRACES, DicomSpec, dicom_file, encapsulated_file, ramp
 
@@ -164,7 +164,7 @@ def test_declared_size_over_the_limit_is_refused_before_decoding() -> None:
 def test_stored_upload_is_a_tag_free_png_with_the_same_model_input() -> None:
     """The gateway stores a PNG of the display pixels; the worker's input must not change."""
     dicom = dicom_file(DicomSpec(4095 - TWELVE_BIT, bits_stored=12, photometric="MONOCHROME1"))
-    stored = validated_upload(dicom, LIMITS)
+    stored = accept_upload(dicom, LIMITS).stored
     assert sniff_format(stored) == "png"
     assert not any(trace in stored for trace in PATIENT_TRACES)
     params = PreprocessParams(image_size=64)
@@ -173,7 +173,7 @@ def test_stored_upload_is_a_tag_free_png_with_the_same_model_input() -> None:
     png = io.BytesIO()
     Image.fromarray(BASE).save(png, format="PNG")
     assert np.array_equal(from_dicom, load_radiograph(png.getvalue(), params, LIMITS))
-    assert validated_upload(png.getvalue(), LIMITS) == png.getvalue()  # non-DICOM kept as sent
+    assert accept_upload(png.getvalue(), LIMITS).stored == png.getvalue()  # non-DICOM kept as sent
 
 
 def test_pydicom_log_records_never_reach_our_logs(caplog: pytest.LogCaptureFixture) -> None:

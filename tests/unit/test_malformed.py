@@ -1,8 +1,10 @@
 """Every malformed, odd or hostile file gets a correct result or a clear 4xx, never a crash.
 
-The corpus (tests/support/corpus.py) goes through both intake paths: the gateway's
-validation (`validated_upload`) and the worker's preprocessing (`load_radiograph`). Seeded
-random corruptions of valid files then probe the decoders for exceptions we do not map.
+The corpus (tests/support/corpus.py) goes through both intake paths: the gateway's single
+decode (`accept_upload`, which also makes the model input it hands to the worker) and the
+worker's own preprocessing of the stored upload (`load_radiograph`), which must agree pixel for
+pixel. Seeded random corruptions of valid files then probe the decoders for exceptions we do
+not map.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from shared.errors import AppError
-from shared.imaging import IntakeLimits, PreprocessParams, load_radiograph, validated_upload
+from shared.imaging import IntakeLimits, PreprocessParams, accept_upload, load_radiograph
 from tests.support.corpus import OK, corpus, mutants
 
 LIMITS = IntakeLimits(max_pixels=50_000_000, min_side=32)
@@ -22,9 +24,14 @@ MUTANTS = 400
 
 
 def model_input(data: bytes) -> np.ndarray:
-    """The gateway's validation, then the worker's preprocessing of what the gateway stored."""
-    stored = validated_upload(data, LIMITS, VALIDATION_DRAFT_SIDE)
-    return load_radiograph(stored, PARAMS, LIMITS)
+    """The gateway's decode, then the worker's preprocessing of what the gateway stored: the
+    worker uses the gateway's input when it has one, so the two must be identical."""
+    accept_upload(data, LIMITS, draft_side=VALIDATION_DRAFT_SIDE)  # no worker known: same refusals
+    accepted = accept_upload(data, LIMITS, PARAMS)
+    decoded_by_worker = load_radiograph(accepted.stored, PARAMS, LIMITS)
+    assert accepted.model_input is not None
+    assert np.array_equal(accepted.model_input, decoded_by_worker)
+    return decoded_by_worker
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
