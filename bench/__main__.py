@@ -1,13 +1,22 @@
-"""`python -m bench [--quick] [--json FILE]`."""
+"""`python -m bench [--quick] [--profile] [--json FILE]`."""
 
 import argparse
+import sys
 from pathlib import Path
 
+from bench.profile import py_spy_command
 from bench.run import DEFAULT_MODEL_DIR, main
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--quick", action="store_true", help="a short smoke-test run")
 parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+parser.add_argument(
+    "--profile", action="store_true", help="py-spy the draining worker: what bounds it"
+)
 arguments = parser.parse_args()
-main(arguments.quick, arguments.json, arguments.model)
+if arguments.profile and py_spy_command() is None:
+    # Said now rather than after minutes of benchmark; the run goes on without the profile.
+    print("py-spy not found (pip install -e '.[dev]'): the worker profile is skipped.",
+          file=sys.stderr)  # fmt: skip
+main(arguments.quick, arguments.json, arguments.model, arguments.profile)

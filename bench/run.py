@@ -7,6 +7,8 @@ Machines here are shared and noisy: compare ratios from the same run, not absolu
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import tempfile
 import time
@@ -15,8 +17,10 @@ from pathlib import Path
 
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, model_ceiling
-from bench.stack import HttpServer, gateway_environment, rss_mib, start_worker
+from bench.profile import Profiler
+from bench.stack import CpuMeter, HttpServer, gateway_environment, rss_mib, start_worker
 from shared.config import Settings
+from shared.imaging import PreprocessParams
 from shared.schemas import Job
 from shared.store import SyncStore, new_job
 from tests.support.processes import RedisServer, wait_for_workers, wait_until
@@ -32,6 +36,7 @@ class Plan:
     baseline_requests: int
     ceiling_seconds: float
     batch_size: int = 16
+    profile: bool = False  # py-spy the draining worker; worker_img_s then reads ~20% lower
 
     @classmethod
     def quick(cls) -> Plan:
@@ -43,8 +48,12 @@ class Plan:
 
 
 def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Plan,
-                workdir: Path) -> dict[str, float]:  # fmt: skip
-    """Fill the queue first, then start a worker and time it from first claim to last result."""
+                workdir: Path) -> dict:  # fmt: skip
+    """Fill the queue first, then start a worker and time it from first claim to last result.
+
+    With `plan.profile`, py-spy samples the worker over the same span (from its announcement,
+    model loaded, to the last result): `worker_profile` says what the worker spent it on.
+    """
     from celery import Celery
 
     from shared.queue import enqueue_predict, make_celery
@@ -52,10 +61,11 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: 
     settings = Settings(redis_url=redis.url)
     store = SyncStore.from_url(redis.url, settings.key_prefix, settings.job_ttl_s)
     celery: Celery = make_celery(settings, "bench")
+    submissions = gateway_submissions(images, settings, _preprocessing(model_dir))
     job_ids = []
     for index in range(plan.drain_jobs):
         job = new_job(f"bench-{index:06d}", settings.job_ttl_s)
-        store.save([job], {job.job_id: {"upload": images[index % len(images)]}})
+        store.save([job], {job.job_id: submissions[index % len(submissions)]})
         enqueue_predict(celery, settings, job.job_id)
         job_ids.append(job.job_id)
     client = redis.client()
@@ -63,12 +73,33 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: 
     worker = start_worker(redis, model_dir, workdir, plan.batch_size)
     wait_for_workers(client, 1, timeout_s=180)
     rss_start = rss_mib(worker.process.pid)
-    wait_until(lambda: _all_final(store, job_ids), 3600, "the queue to drain")
+    profile_path = workdir / "worker-profile.txt"
+    profiler = Profiler(worker.process.pid, profile_path).start() if plan.profile else None
+    try:
+        wait_until(lambda: _all_final(store, job_ids), 3600, "the queue to drain")
+    finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
+        profile = profiler.stop() if profiler else None
     rss_end = rss_mib(worker.process.pid)
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
-    jobs = [job for job, _ in store.load_jobs_and_uploads(job_ids) if job is not None]
+    jobs = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
-    return _drain_summary(jobs, commands, rss_start, rss_end)
+    summary = _drain_summary(jobs, commands, rss_start, rss_end)
+    return summary if profile is None else summary | {"worker_profile": profile}
+
+
+def gateway_submissions(
+    images: list[bytes], settings: Settings, preprocessing: PreprocessParams
+) -> list[dict[str, bytes]]:
+    """The blobs the gateway stores for each image once a worker is live: the upload and the
+    model input from its one decode (`gateway.submission.validate_image`, called as is)."""
+    from gateway.submission import validate_image
+
+    submissions = []
+    for image in images:
+        upload = asyncio.run(validate_image(image, settings, preprocessing))
+        assert upload.model_input is not None
+        submissions.append({"upload": upload.stored, "input": upload.model_input})
+    return submissions
 
 
 def _all_final(store: SyncStore, job_ids: list[str]) -> bool:
@@ -120,11 +151,16 @@ def _end_to_end(redis, model_dir: Path, images: list[bytes], plan: Plan, workdir
     worker = start_worker(redis, model_dir, workdir, plan.batch_size, name="e2e-worker")
     gateway = HttpServer("gateway.app:app", gateway_environment(redis, model_dir),
                          workdir / "gateway.log").start("/readyz", timeout_s=180)  # fmt: skip
+    assert gateway.process and worker.process and redis.process
+    pids = {"gateway": gateway.process.pid, "worker": worker.process.pid,
+            "redis": redis.process.pid}  # fmt: skip
+    rows = {}
     try:
-        return {
-            str(concurrency): run_load(gateway.url, _cycle(images, count), concurrency).summary()
-            for concurrency, count in plan.requests.items()
-        }
+        for concurrency, count in plan.requests.items():
+            with CpuMeter(pids) as meter:
+                load = run_load(gateway.url, _cycle(images, count), concurrency)
+            rows[str(concurrency)] = load.summary() | {"cpu_ms": meter.per_request_ms(count)}
+        return rows
     finally:
         gateway.stop()
         worker.stop()
@@ -134,9 +170,12 @@ def _baseline(model_dir: Path, images: list[bytes], plan: Plan, workdir: Path) -
     environment = gateway_environment(RedisServer(workdir), model_dir)
     server = HttpServer("bench.sync_baseline:app", environment, workdir / "baseline.log")
     server.start("/docs", timeout_s=180)
+    assert server.process
     try:
-        load = run_load(server.url, _cycle(images, plan.baseline_requests), 32, synchronous=True)
-        return load.summary()
+        with CpuMeter({"baseline server": server.process.pid}) as meter:
+            load = run_load(server.url, _cycle(images, plan.baseline_requests), 32,
+                            synchronous=True)  # fmt: skip
+        return load.summary() | {"cpu_ms": meter.per_request_ms(plan.baseline_requests)}
     finally:
         server.stop()
 
@@ -174,7 +213,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {value} | {op} {bound} | {'yes' if met else 'NO'} |")
     lines += ["", "| measurement | value |", "|---|---|"]
     for section in ("intake", "ceiling", "worker", "sync_baseline"):
-        lines += [f"| {section}.{key} | {value} |" for key, value in results[section].items()]
+        lines += [f"| {section}.{key} | {value} |" for key, value in results[section].items()
+                  if not isinstance(value, dict)]  # fmt: skip
     lines += [
         "",
         "| concurrency | img/s | p50 ms | p95 ms | p99 ms | errors |",
@@ -183,12 +223,48 @@ def markdown(results: dict) -> str:
     for concurrency, row in results["e2e"].items():
         lines.append(f"| {concurrency} | {row['img_s']} | {row['p50_ms']} | {row['p95_ms']} | "
                      f"{row['p99_ms']} | {row['errors']} |")  # fmt: skip
+    lines += cpu_markdown(results)
+    if "worker_profile" in results["worker"]:
+        lines += profile_markdown(results["worker"]["worker_profile"])
     return "\n".join(lines) + "\n"
 
 
-def main(quick: bool, json_path: Path | None, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
+def cpu_markdown(results: dict) -> list[str]:
+    """CPU ms each process spent per image: what a core-bound run is bounded by."""
+    runs = {f"e2e @{concurrency}": row["cpu_ms"] for concurrency, row in results["e2e"].items()}
+    runs["sync baseline @32"] = results["sync_baseline"]["cpu_ms"]
+    names = list(dict.fromkeys(name for spent in runs.values() for name in spent))
+    lines = ["", "CPU ms per image, by process:", "", "| run | " + " | ".join(names) + " |"]
+    lines.append("|---" * (len(names) + 1) + "|")
+    for run, spent in runs.items():
+        lines.append(f"| {run} | " + " | ".join(str(spent.get(name, "")) for name in names) + " |")
+    return lines
+
+
+def profile_markdown(profile: dict) -> list[str]:
+    """What the draining worker's threads spent their samples on; idle ones apart."""
+    if "skipped" in profile:
+        return ["", f"Worker profile skipped: {profile['skipped']}"]
+    heading = (
+        f"Worker profile (py-spy {profile['mode']}, {profile['rate_hz']} Hz, "
+        f"{profile['seconds']} s, {profile['busy_samples']} busy and "
+        f"{profile['idle_samples']} idle thread samples):"
+    )
+    lines = ["", heading, "", "| busy in | samples | share of busy |", "|---|---|---|"]
+    for category, row in profile["categories"].items():
+        lines.append(f"| {category} | {row['samples']} | {row['busy_share']:.1%} |")
+    lines += ["", "| thread | busy | idle | busy in |", "|---|---|---|---|"]
+    for name, thread in profile["threads"].items():
+        work = ", ".join(f"{category} {samples}" for category, samples in thread["busy"].items())
+        lines.append(f"| {name} | {thread['busy_samples']} | {thread['idle_samples']} | {work} |")
+    return lines
+
+
+def main(quick: bool, json_path: Path | None, model_dir: Path = DEFAULT_MODEL_DIR,
+         profile: bool = False) -> dict:  # fmt: skip
     started = time.perf_counter()
-    results = run_benchmark(Plan.quick() if quick else Plan.full(), model_dir)
+    plan = dataclasses.replace(Plan.quick() if quick else Plan.full(), profile=profile)
+    results = run_benchmark(plan, model_dir)
     results["wall_s"] = round(time.perf_counter() - started, 1)
     if json_path:
         json_path.write_text(json.dumps(results, indent=2) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,38 @@ class HttpServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per request, by process, over one load run: where the cores went.
+
+    `pids` names the service's processes; the load generator (this process) is measured too,
+    because on one machine it competes with the service for the same cores."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+
+    def __enter__(self) -> CpuMeter:
+        self._started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._started["load generator"] = time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._ended = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._ended["load generator"] = time.process_time()
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        spent = {name: (self._ended[name] - self._started[name]) * 1000.0 / requests
+                 for name in self._started}  # fmt: skip
+        return {name: round(value, 2) for name, value in spent.items()} | {
+            "total": round(sum(spent.values()), 2)
+        }
 
 
 def rss_mib(pid: int) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.profile import BUSY_CATEGORIES
 from bench.run import Plan, markdown, run_benchmark
 
 pytestmark = pytest.mark.slow
@@ -16,10 +17,13 @@ pytestmark = pytest.mark.slow
 
 def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     plan = Plan(distinct_images=4, drain_jobs=16, requests={1: 4, 8: 8, 32: 32},
-                baseline_requests=16, ceiling_seconds=1.0)  # fmt: skip
+                baseline_requests=16, ceiling_seconds=1.0, profile=True)  # fmt: skip
     results = run_benchmark(plan, tiny_model_dir)
     assert results["worker"]["worker_jobs"] == 16 and results["worker"]["worker_failed"] == 0
     assert results["worker"]["redis_commands_per_job"] > 0
+    # py-spy may be missing, or refused ptrace (CI containers): then the profile says why.
+    profile = results["worker"]["worker_profile"]
+    assert profile.get("skipped") or list(profile["categories"]) == list(BUSY_CATEGORIES)
     assert results["intake"]["decode_draft_ms"] < results["intake"]["decode_full_ms"]
     for concurrency in ("1", "8", "32"):
         assert results["e2e"][concurrency]["errors"] == 0
@@ -32,3 +36,4 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     }
     table = markdown(results)
     assert "worker_over_ceiling" in table and "| 32 |" in table
+    assert "Worker profile" in table
