@@ -6,6 +6,10 @@ with the solo pool the consumer cannot even fetch messages while a batch runs. H
 one-thread pool, the consumer keeps fetching during a batch, and a new batch is formed only
 when the model is free: it then takes everything buffered (up to the batch size per model
 call). Idle, a job waits at most one flush interval; busy, batches grow by themselves.
+
+When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
+the next timer tick (up to `flush_interval` of idle model per batch). Acknowledgements cost
+the model nothing: Celery schedules them on the consumer's event loop.
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ class AdaptiveBatches(Batches):
     def __init__(self) -> None:
         super().__init__()
         self._in_flight = threading.Event()
+        # The consumer's timer and a returning batch can both try to flush: one at a time.
+        self._flush_lock = threading.Lock()
 
     def _do_flush(self) -> None:
-        # The running batch's completion re-arms us; the timer keeps ticking meanwhile.
-        if not self._in_flight.is_set():
-            super()._do_flush()
+        # The running batch's completion flushes again; the timer keeps ticking meanwhile.
+        with self._flush_lock:
+            if not self._in_flight.is_set():
+                super()._do_flush()
 
     def flush(self, requests: Collection[Request]) -> Any:
-        """celery-batches' flush, plus the in-flight flag cleared when the batch returns."""
+        """celery-batches' flush, plus the in-flight flag cleared when the batch returns and
+        the next batch formed at once."""
         acks_late = [request for request in requests if request.task.acks_late]
         acks_early = [request for request in requests if not request.task.acks_late]
         serializable = ([SimpleRequest.from_request(request) for request in requests],)
@@ -43,9 +51,13 @@ class AdaptiveBatches(Batches):
                 request.acknowledge()
 
         def on_return(result: object) -> None:
-            self._in_flight.clear()
+            # Acknowledged only now, after the batch wrote its results (or handed its jobs
+            # back): a worker that dies before this leaves the messages to be redelivered.
             for request in acks_late:
                 request.acknowledge()
+            self._in_flight.clear()
+            if not self._buffer.empty():
+                self._do_flush()
 
         return self._pool.apply_async(
             apply_batches_task, (self, serializable, 0, None),
