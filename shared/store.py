@@ -33,8 +33,8 @@ from pydantic import ValidationError
 from shared.schemas import Job, JobStatus, utc_now
 
 log = logging.getLogger(__name__)
-# upload: as sent (a DICOM without its tags); input and cam: `shared.handoff`; heatmap and
-# overlay: PNGs, drawn by the gateway on first request and kept.
+# upload: as sent (a DICOM without its tags), kept only until the job is final; input and
+# cam: `shared.handoff`; heatmap and overlay: PNGs, drawn by the gateway on first request.
 BLOB_NAMES = ("upload", "input", "cam", "heatmap", "overlay")
 
 # Write a job record (and its blobs) unless the stored record is gone (deleted: do not bring it
@@ -42,7 +42,9 @@ BLOB_NAMES = ("upload", "input", "cam", "heatmap", "overlay")
 # final write also counts itself, so a duplicate would show, leaves the pending index, and
 # announces the job id on the finished channel, so long polls wake at once (gateway.wakeups);
 # a refused write announces nothing. The channel is an ARGV: channels are not keys.
-# KEYS: record, final-write counter, pending index, blob...
+# A final write also drops the upload: pictures and input.png are drawn from the model input,
+# and an upload is most of a job's memory (300 KB against 20 KB) for the rest of its TTL.
+# KEYS: record, final-write counter, pending index, upload, blob...
 # ARGV: JSON, ttl, "final" or "claim", job id, finished channel, blob...
 WRITE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
@@ -50,10 +52,11 @@ if not current then return 0 end
 local status = cjson.decode(current)['status']
 if status == 'succeeded' or status == 'failed' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-for index = 4, #KEYS do
-  redis.call('SET', KEYS[index], ARGV[index + 2], 'EX', ARGV[2])
+for index = 5, #KEYS do
+  redis.call('SET', KEYS[index], ARGV[index + 1], 'EX', ARGV[2])
 end
 if ARGV[3] == 'final' then
+  redis.call('DEL', KEYS[4])
   redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[4])
@@ -142,7 +145,7 @@ class Write:
 
     def key_names(self, keys: Keys) -> list[str]:
         job_id = self.job.job_id
-        names = [keys.job(job_id), keys.finals(job_id), keys.pending]
+        names = [keys.job(job_id), keys.finals(job_id), keys.pending, keys.blob(job_id, "upload")]
         return names + [keys.blob(job_id, name) for name in self.blobs]
 
     def values(self, keys: Keys) -> list[str | bytes | int]:

@@ -27,7 +27,11 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     assert results["intake"]["decode_draft_ms"] < results["intake"]["decode_full_ms"]
     for concurrency in ("1", "8", "32"):
         assert results["e2e"][concurrency]["errors"] == 0
+        spent = results["e2e"][concurrency]["cpu_ms"]
+        assert set(spent) == {"gateway", "worker", "redis", "load generator", "total"}
+        assert spent["gateway"] > 0 and spent["worker"] > 0
     assert results["sync_baseline"]["errors"] == 0
+    assert results["sync_baseline"]["cpu_ms"]["baseline server"] > 0
     assert set(results["ratios"]) == {
         "worker_over_ceiling",
         "e2e32_over_ceiling",
@@ -36,4 +40,4 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     }
     table = markdown(results)
     assert "worker_over_ceiling" in table and "| 32 |" in table
-    assert "Worker profile" in table
+    assert "Worker profile" in table and "CPU ms per image, by process" in table

@@ -89,6 +89,10 @@ def test_the_gateway_decodes_once_and_the_answer_is_the_workers_own(
     assert np.array_equal(unpack_input(stored_input, params), decoded)
     expected = runtime.predict(decoded[None])[0]
     assert done["result"]["probability"] == pytest.approx(expected.probability, abs=1e-6)
+    # Final: the upload (most of a job's memory) is gone; what the pictures need stays.
+    client = redis_server.client()
+    assert not client.exists(f"pneumo:blob:{job_id}:upload")
+    assert client.exists(f"pneumo:blob:{job_id}:input", f"pneumo:blob:{job_id}:cam") == 2
 
 
 def test_pictures_are_drawn_on_first_request_kept_and_deleted_with_the_job(

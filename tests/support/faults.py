@@ -98,20 +98,22 @@ def freeze_mid_batch(victim: WorkerProcess, client: redis.Redis, job_ids: list[s
     """SIGSTOP the victim while it holds a batch it has claimed; return that batch's jobs.
 
     Jobs still `running` after the other worker has had seconds to finish its own batch
-    (which takes well under one) are the frozen victim's.
+    (which takes well under one) are the frozen victim's. The victim is frozen first and
+    looked at second: a worker that no longer decodes or draws holds a claimed batch for a few
+    milliseconds at a time, which polling from outside, then stopping, kept missing.
     """
     assert victim.process is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if running_jobs(client, job_ids):
-            os.killpg(victim.process.pid, signal.SIGSTOP)
-            held = running_jobs(client, job_ids)
+        os.killpg(victim.process.pid, signal.SIGSTOP)
+        held = running_jobs(client, job_ids)
+        if held:
             time.sleep(3)
             held &= running_jobs(client, job_ids)
             if held:
                 return held
-            os.killpg(victim.process.pid, signal.SIGCONT)
-        time.sleep(0.05)
+        os.killpg(victim.process.pid, signal.SIGCONT)
+        time.sleep(0.01)
     raise AssertionError("The victim never held a claimed batch.")
 
 
