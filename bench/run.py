@@ -76,10 +76,11 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: 
     worker = start_worker(redis, model_dir, workdir, plan.batch_size)
     wait_for_workers(client, 1, timeout_s=180)
     rss_start = rss_mib(worker.process.pid)
+    rss = RssTrajectory(worker.process.pid, plan.drain_jobs)
     profile_path = workdir / "worker-profile.txt"
     profiler = Profiler(worker.process.pid, profile_path).start() if plan.profile else None
     try:
-        wait_until(lambda: client.zcard(store.keys.pending) == 0, 3600, "the queue to drain")
+        wait_until(lambda: rss.note(client.zcard(store.keys.pending)), 3600, "the queue to drain")
     finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
         profile = profiler.stop() if profiler else None
     rss_end = rss_mib(worker.process.pid)
@@ -87,6 +88,7 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: 
     jobs = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
     summary = _drain_summary(jobs, commands, rss_start, rss_end)
+    summary["worker_rss_mib_after_jobs"] = rss.samples
     return summary if profile is None else summary | {"worker_profile": profile}
 
 
@@ -103,6 +105,22 @@ def gateway_submissions(
         assert upload.model_input is not None
         submissions.append({"upload": upload.stored, "input": upload.model_input})
     return submissions
+
+
+class RssTrajectory:
+    """The worker's RSS each time another fifth of the drain is done: flat after warm-up if
+    nothing (graphs, buffers) is rebuilt or kept per call."""
+
+    def __init__(self, pid: int, jobs: int, points: int = 5):
+        self.pid, self.jobs, self.step = pid, jobs, max(1, jobs // points)
+        self.samples: dict[str, float] = {}
+
+    def note(self, jobs_left: int) -> bool:
+        """Record a sample if a new step was reached; True once nothing is left."""
+        done = (self.jobs - jobs_left) // self.step * self.step
+        if done and str(done) not in self.samples:
+            self.samples[str(done)] = rss_mib(self.pid)
+        return jobs_left == 0
 
 
 def _drain_summary(jobs: list[Job], commands: int, rss_start: float, rss_end: float):
@@ -221,6 +239,10 @@ def markdown(results: dict) -> str:
     for concurrency, row in results["e2e"].items():
         lines.append(f"| {concurrency} | {row['img_s']} | {row['p50_ms']} | {row['p95_ms']} | "
                      f"{row['p99_ms']} | {row['errors']} |")  # fmt: skip
+    samples = results["worker"].get("worker_rss_mib_after_jobs", {})
+    if samples:
+        trajectory = ", ".join(f"{jobs}: {mib}" for jobs, mib in samples.items())
+        lines += ["", f"Worker RSS (MiB) after N jobs drained: {trajectory}"]
     lines += cpu_markdown(results)
     if "worker_profile" in results["worker"]:
         lines += profile_markdown(results["worker"]["worker_profile"])

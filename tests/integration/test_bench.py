@@ -21,6 +21,7 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     results = run_benchmark(plan, tiny_model_dir)
     assert results["worker"]["worker_jobs"] == 16 and results["worker"]["worker_failed"] == 0
     assert results["worker"]["redis_commands_per_job"] > 0
+    assert results["worker"]["worker_rss_mib_after_jobs"]  # the RSS trajectory
     # py-spy may be missing, or refused ptrace (CI containers): then the profile says why.
     profile = results["worker"]["worker_profile"]
     assert profile.get("skipped") or list(profile["categories"]) == list(BUSY_CATEGORIES)
