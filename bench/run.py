@@ -18,12 +18,12 @@ from pathlib import Path
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, model_ceiling
 from bench.profile import Profiler
-from bench.stack import CpuMeter, HttpServer, gateway_environment, rss_mib, start_worker
+from bench.stack import CpuMeter, gateway_environment, rss_mib, start_worker
 from shared.config import Settings
 from shared.imaging import PreprocessParams
 from shared.schemas import Job
 from shared.store import SyncStore, new_job
-from tests.support.processes import RedisServer, wait_for_workers, wait_until
+from tests.support.processes import RedisServer, UvicornProcess, wait_for_workers, wait_until
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 
@@ -165,8 +165,8 @@ def _preprocessing(model_dir: Path):
 
 def _end_to_end(redis, model_dir: Path, images: list[bytes], plan: Plan, workdir: Path) -> dict:
     worker = start_worker(redis, model_dir, workdir, plan.batch_size, name="e2e-worker")
-    gateway = HttpServer("gateway.app:app", gateway_environment(redis, model_dir),
-                         workdir / "gateway.log").start("/readyz", timeout_s=180)  # fmt: skip
+    gateway = UvicornProcess("gateway.app:app", gateway_environment(redis, model_dir),
+                             workdir / "gateway.log", "/readyz").start(timeout_s=180)  # fmt: skip
     assert gateway.process and worker.process and redis.process
     pids = {"gateway": gateway.process.pid, "worker": worker.process.pid,
             "redis": redis.process.pid}  # fmt: skip
@@ -184,8 +184,8 @@ def _end_to_end(redis, model_dir: Path, images: list[bytes], plan: Plan, workdir
 
 def _baseline(model_dir: Path, images: list[bytes], plan: Plan, workdir: Path) -> dict:
     environment = gateway_environment(RedisServer(workdir), model_dir)
-    server = HttpServer("bench.sync_baseline:app", environment, workdir / "baseline.log")
-    server.start("/docs", timeout_s=180)
+    server = UvicornProcess("bench.sync_baseline:app", environment, workdir / "baseline.log",
+                            "/docs").start(timeout_s=180)  # fmt: skip
     assert server.process
     try:
         with CpuMeter({"baseline server": server.process.pid}) as meter:

@@ -1,60 +1,13 @@
-"""The service as local processes for the benchmark: Redis, worker(s), gateway, baseline."""
+"""The service as local processes for the benchmark: worker and gateway settings, and the
+CPU and memory each process uses. The processes themselves are the tests' (`tests.support`)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from tests.support.processes import (
-    BIN,
-    REPO_ROOT,
-    RedisServer,
-    WorkerProcess,
-    free_port,
-    wait_until,
-    worker_environment,
-)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@dataclass
-class HttpServer:
-    """`uvicorn MODULE:app` in a child process, as the compose file runs the gateway."""
-
-    app: str
-    environment: dict[str, str]
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, ready_path: str = "/healthz", timeout_s: float = 120) -> HttpServer:
-        command = [str(BIN / "uvicorn"), self.app, "--port", str(self.port), "--log-level",
-                   "warning", "--no-access-log"]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=self.environment,
-                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_until(lambda: _http_ok(self.url + ready_path), timeout_s, f"{self.app} to be ready")
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+from tests.support.processes import RedisServer, WorkerProcess, worker_environment
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,4 +1,5 @@
-"""Real processes for tests: a redis-server on a free port and Celery worker processes."""
+"""Real processes for tests and the benchmark: a redis-server on a free port, Celery worker
+processes, HTTP servers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
+import httpx
 import redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -125,33 +128,40 @@ def wait_for_workers(client: redis.Redis, count: int, timeout_s: float = 90) -> 
     wait_until(lambda: client.hlen("pneumo:workers") >= count, timeout_s, f"{count} worker(s)")
 
 
-class GatewayProcess:
-    """`pneumo gateway` (uvicorn), as an operator starts it, on a free port: for clients that
-    need a real HTTP server (the browser, the CLI, the Python client)."""
+class ServerProcess:
+    """An HTTP server in a child process (its own process group) on a free port, started and
+    waited for: ready when `ready_path` answers 200, or without one, when the port accepts."""
 
-    def __init__(self, environment: dict[str, str], log_path: Path):
+    def __init__(self, command: list[str], environment: dict[str, str], log_path: Path,
+                 ready_path: str | None = None):  # fmt: skip
+        self.port = free_port()
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
         self.environment = environment
         self.log_path = log_path
-        self.port = free_port()
+        self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> GatewayProcess:
-        command = [str(BIN / "pneumo"), "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
+    def start(self, timeout_s: float = 30) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self.environment, stdout=log,
+                self.command, cwd=REPO_ROOT, env=self.environment, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        wait_until(self.healthy, 30, f"gateway on port {self.port}")
+        wait_until(self.ready, timeout_s, f"{self.command[0]} on port {self.port}")
         return self
 
-    def healthy(self) -> bool:
+    def ready(self) -> bool:
         if self.process is None or self.process.poll() is not None:
-            raise RuntimeError(f"The gateway exited:\n{self.log_text()[-3000:]}")
+            raise RuntimeError(f"The server exited:\n{self.log_text()[-3000:]}")
+        if self.ready_path is not None:
+            try:
+                return httpx.get(self.url + self.ready_path, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True
@@ -161,7 +171,26 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(15)
+            self.process.wait(30)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class GatewayProcess(ServerProcess):
+    """`pneumo gateway` (uvicorn), as an operator starts it: for clients that need a real HTTP
+    server (the browser, the CLI, the Python client)."""
+
+    def __init__(self, environment: dict[str, str], log_path: Path):
+        command = [str(BIN / "pneumo"), "gateway", "--host", "127.0.0.1", "--port", "{port}"]
+        super().__init__(command, environment, log_path)
+
+
+class UvicornProcess(ServerProcess):
+    """`uvicorn MODULE:app`, as the compose file runs the gateway (the benchmark's servers)."""
+
+    def __init__(self, app: str, environment: dict[str, str], log_path: Path,
+                 ready_path: str = "/healthz"):  # fmt: skip
+        command = [str(BIN / "uvicorn"), app, "--port", "{port}", "--log-level", "warning",
+                   "--no-access-log"]  # fmt: skip
+        super().__init__(command, environment, log_path, ready_path)
