@@ -97,12 +97,12 @@ def gateway_submissions(
     images: list[bytes], settings: Settings, preprocessing: PreprocessParams
 ) -> list[dict[str, bytes]]:
     """The blobs the gateway stores for each image once a worker is live: the upload and the
-    model input from its one decode (`gateway.submission.validate_image`, called as is)."""
-    from gateway.submission import validate_image
+    model input from its one decode (`gateway.submission.decode_upload`, called as is)."""
+    from gateway.submission import decode_upload
 
     submissions = []
     for image in images:
-        upload = asyncio.run(validate_image(image, settings, preprocessing))
+        upload = asyncio.run(decode_upload(image, settings, preprocessing))
         assert upload.model_input is not None
         submissions.append({"upload": upload.stored, "input": upload.model_input})
     return submissions

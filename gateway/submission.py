@@ -61,7 +61,7 @@ class Upload:
     decode_ms: float
 
 
-async def validate_image(
+async def decode_upload(
     data: bytes, settings: Settings, preprocessing: PreprocessParams | None
 ) -> Upload:
     """Decode once, off the event loop: refuse a bad file, keep the model's input."""
@@ -127,7 +127,7 @@ async def submit(
 ) -> Job:
     check_method(method)
     await enforce_rate_limit(store, settings, client_scope)
-    accepted = await validate_image(await read_upload(upload, settings), settings, preprocessing)
+    accepted = await decode_upload(await read_upload(upload, settings), settings, preprocessing)
     content = f"{method}\0".encode() + accepted.stored
     keys = reuse_keys(store, settings, client_scope, content, idempotency_key)
     earlier = await find_earlier(store, settings, keys)

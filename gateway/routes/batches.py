@@ -26,10 +26,10 @@ from gateway.submission import (
     Upload,
     check_method,
     check_queue_depth,
+    decode_upload,
     enforce_rate_limit,
     read_upload,
     store_and_enqueue,
-    validate_image,
 )
 from shared.batches import load_batch, save_batch
 from shared.config import Settings
@@ -94,7 +94,7 @@ async def validate_each(
     for index, file in enumerate(files):
         try:
             data = await read_upload(file, settings)
-            uploads.append(await validate_image(data, settings, preprocessing))
+            uploads.append(await decode_upload(data, settings, preprocessing))
         except AppError as error:
             error.message = f"files[{index}]: {error.message}"
             error.args = (error.message,)
