@@ -39,9 +39,8 @@ class ServingPreprocessing:
             self._read_at = now
             workers = await live_workers(store, self.heartbeat_s)
             distinct = {
-                PreprocessParams.model_validate(beat["model"]["preprocessing"]).model_dump_json()
+                PreprocessParams.model_validate(beat["model"]["preprocessing"])
                 for beat in workers.values()
             }
-            only = distinct.pop() if len(distinct) == 1 else None
-            self._params = PreprocessParams.model_validate_json(only) if only else None
+            self._params = distinct.pop() if len(distinct) == 1 else None
         return self._params

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from functools import lru_cache
 
 import numpy as np
 
@@ -24,8 +25,10 @@ FINGERPRINT_LENGTH = 16
 SEPARATOR = b"\n"
 
 
+@lru_cache(maxsize=16)
 def fingerprint(params: PreprocessParams) -> str:
-    """Equal for exactly the parameter sets that turn the same file into the same pixels."""
+    """Equal for exactly the parameter sets that turn the same file into the same pixels.
+    Cached: a worker checks it for every job of every batch against the same parameters."""
     canonical = params.model_dump_json().encode()
     return hashlib.sha256(canonical).hexdigest()[:FINGERPRINT_LENGTH]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dicom import decode_dicom, looks_like_dicom
 from shared.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
@@ -29,7 +29,10 @@ FLAT_LINE_STD = 3.0
 
 
 class PreprocessParams(BaseModel):
-    """Recorded in model.json so serving reproduces the training-time pipeline exactly."""
+    """Recorded in model.json so serving reproduces the training-time pipeline exactly.
+    Frozen, so a set of parameters can key a cache (`shared.handoff.fingerprint`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     image_size: int = Field(128, ge=32, le=1024)
     trim_borders: bool = True
