@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -90,7 +90,8 @@ def worker_environment(redis_url: str, model_dir: Path, **overrides: str) -> dic
 
 
 class WorkerProcess:
-    """`celery -A worker.celery_app worker`, exactly as deployed, as a child process."""
+    """`celery -A worker.celery_app worker`, as deployed, as a child process (started as
+    `python -m celery`, so it also runs where the packages sit on PYTHONPATH, not in a venv)."""
 
     def __init__(self, environment: dict[str, str], log_path: Path, name: str = "test-worker"):
         self.environment = environment
@@ -100,7 +101,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         command = [
-            str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--pool=threads",
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=threads",
             "--concurrency=1", "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
             "--without-mingle", "--queues", self.environment.get("PNEUMO_QUEUE_NAME", "pneumo"),
         ]  # fmt: skip
@@ -123,9 +124,18 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_for_workers(client: redis.Redis, count: int, timeout_s: float = 90) -> None:
-    """Workers announce themselves in `pneumo:workers` once their model is loaded and warm."""
-    wait_until(lambda: client.hlen("pneumo:workers") >= count, timeout_s, f"{count} worker(s)")
+def wait_for_workers(client: redis.Redis, count: int, timeout_s: float = 90,
+                     processes: Sequence[WorkerProcess] = ()) -> None:  # fmt: skip
+    """Workers announce themselves in `pneumo:workers` once their model is loaded and warm.
+    A worker among `processes` that exits meanwhile fails the wait at once, with its log."""
+
+    def announced() -> bool:
+        for worker in processes:
+            if worker.process is not None and worker.process.poll() is not None:
+                raise RuntimeError(f"Worker {worker.name} exited:\n{worker.log_text()[-3000:]}")
+        return client.hlen("pneumo:workers") >= count
+
+    wait_until(announced, timeout_s, f"{count} worker(s)")
 
 
 class ServerProcess:
@@ -191,6 +201,6 @@ class UvicornProcess(ServerProcess):
 
     def __init__(self, app: str, environment: dict[str, str], log_path: Path,
                  ready_path: str = "/healthz"):  # fmt: skip
-        command = [str(BIN / "uvicorn"), app, "--port", "{port}", "--log-level", "warning",
-                   "--no-access-log"]  # fmt: skip
+        command = [sys.executable, "-m", "uvicorn", app, "--port", "{port}",
+                   "--log-level", "warning", "--no-access-log"]  # fmt: skip
         super().__init__(command, environment, log_path, ready_path)
