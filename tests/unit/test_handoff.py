@@ -46,3 +46,10 @@ def test_a_map_round_trips_as_float32() -> None:
     restored = unpack_map(pack_map(cam))
     assert restored is not None and restored.dtype == np.float32
     assert np.allclose(restored, cam, atol=1e-7)
+
+
+def test_truncated_or_padded_arrays_are_refused() -> None:
+    packed = pack_map(np.ones((4, 4)))
+    assert unpack_map(packed[:-1]) is None
+    assert unpack_map(packed + b"\0") is None
+    assert unpack_map(b"i8" + packed[2:]) is None  # a dtype nothing here writes
