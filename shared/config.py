@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # An unacknowledged job is handed to another worker after this long: keep it above the
     # slowest batch, or a healthy worker's job is delivered twice.
     visibility_timeout_s: int = Field(300, gt=0)
+    # kombu records each delivered message in Redis and deletes the record on acknowledgement
+    # (two more round trips per job, in the thread that receives every message), so that a
+    # killed worker's prefetched messages come back after the visibility timeout. Off, the
+    # pending-job sweeper (worker.recovery) alone brings them back, after the same timeout
+    # counted from when the job was queued. Off pays where one worker takes 1,000+ jobs a
+    # second (a GPU: bench/RESULTS.md); a clean shutdown hands prefetched messages back either way.
+    broker_ack_emulation: bool = Field(True)
     # A job started this many times without finishing (its worker died, or its batch could not
     # be written each time) ends failed with code `worker_lost` instead of circling for ever.
     max_deliveries: int = Field(3, gt=0)

@@ -36,7 +36,7 @@ def make_celery(settings: Settings, name: str = "pneumo") -> Celery:
     return app
 
 
-def transport_options(settings: Settings) -> dict[str, float]:
+def transport_options(settings: Settings) -> dict[str, float | bool]:
     """Redis transport settings for at-least-once delivery.
 
     A late-acked message stays in Redis' `unacked` hash until acknowledged; any worker moves
@@ -44,11 +44,13 @@ def transport_options(settings: Settings) -> dict[str, float]:
     every interval x throttle seconds (100 s by default), so a job of a killed worker would
     wait up to that long on top of the timeout: scan every quarter of the timeout instead
     (at most every 10 s; one ZRANGE each). The scan's mutex must not outlive the timeout, or a
-    worker killed while holding it blocks every restore that long.
+    worker killed while holding it blocks every restore that long. `broker_ack_emulation`
+    off drops that bookkeeping altogether (see `Settings`).
     """
     timeout = settings.visibility_timeout_s
     return {
         "visibility_timeout": timeout,
+        "ack_emulation": settings.broker_ack_emulation,
         "unacked_restore_interval": max(1, min(10, timeout // 4)),
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": min(300, timeout),

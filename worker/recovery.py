@@ -7,6 +7,8 @@ that stops, between the two loses it. The gateway therefore also indexes every a
 sweeping: a job still pending long after it was queued (twice the visibility timeout, by which
 time kombu's own restore has had its chance) is queued again. Extra copies are harmless: a
 final job is skipped, and `max_deliveries` bounds the retries of one that never finishes.
+With `broker_ack_emulation` off there is no `unacked` hash, and the sweeper alone brings back
+a killed worker's jobs, after one visibility timeout.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def stale_after_s(settings: Settings) -> float:
-    return 2.0 * settings.visibility_timeout_s
+    """With kombu's ack emulation on, its own restore gets the visibility timeout first; off,
+    the sweeper is what brings a killed worker's jobs back, so it does not wait twice."""
+    return (2.0 if settings.broker_ack_emulation else 1.0) * settings.visibility_timeout_s
 
 
 def sweep_interval_s(settings: Settings) -> float:

@@ -9,6 +9,7 @@ final at the deadline, `duplicated` jobs whose final state was written more than
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,12 @@ JOBS = 200
 VISIBILITY_S = 10
 TIME_LIMITS = {"batch_soft_time_limit_s": 5.0, "batch_hard_time_limit_s": 8.0}
 IMAGES = [phantom_png(seed=seed, size=96) for seed in range(8)]
+WORKER_SETTINGS = {
+    "PNEUMO_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+    "PNEUMO_BATCH_SOFT_TIME_LIMIT_S": str(TIME_LIMITS["batch_soft_time_limit_s"]),
+    "PNEUMO_BATCH_HARD_TIME_LIMIT_S": str(TIME_LIMITS["batch_hard_time_limit_s"]),
+    "PNEUMO_BATCH_SIZE": "8",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +68,7 @@ def fault_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServe
 def fault_workers(
     fault_redis: RedisServer, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[WorkerProcess]]:
-    overrides = {
-        "PNEUMO_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
-        "PNEUMO_BATCH_SOFT_TIME_LIMIT_S": str(TIME_LIMITS["batch_soft_time_limit_s"]),
-        "PNEUMO_BATCH_HARD_TIME_LIMIT_S": str(TIME_LIMITS["batch_hard_time_limit_s"]),
-        "PNEUMO_BATCH_SIZE": "8",
-    }
-    environment = worker_environment(fault_redis.url, tiny_model_dir, **overrides)
+    environment = worker_environment(fault_redis.url, tiny_model_dir, **WORKER_SETTINGS)
     logs = tmp_path_factory.mktemp("fault-logs")
     workers = [
         WorkerProcess(environment, logs / f"{name}.log", name=name).start()
@@ -120,6 +121,36 @@ def test_sigkill_a_worker_mid_batch_every_job_ends_succeeded_once(
     assert attempts == [2] * len(held)
     drained = lambda: client.hlen("unacked") == 0 and client.llen("pneumo") == 0  # noqa: E731
     wait_until(drained, 30, "the queue to hold no copy of any job")
+
+
+def test_without_ack_emulation_a_killed_workers_jobs_come_back_through_the_sweeper(
+    fault_api: TestClient, fault_redis: RedisServer, fault_workers: list[WorkerProcess],
+    tiny_model_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    """PNEUMO_BROKER_ACK_EMULATION=false: kombu keeps no record of delivered messages, so a
+    SIGKILL loses the victim's claimed batch and its prefetched messages outright; the
+    pending-job sweeper must bring every one of them back."""
+    client, jobs = fault_redis.client(), 40
+    environment = worker_environment(fault_redis.url, tiny_model_dir, **WORKER_SETTINGS,
+                                     PNEUMO_BROKER_ACK_EMULATION="false")  # fmt: skip
+    alive = [worker for worker in fault_workers if worker.process and worker.process.poll() is None]
+    with paused(alive):  # the victim alone takes the jobs
+        victim = WorkerProcess(environment, tmp_path / "victim.log", name="fault-noack").start()
+        try:
+            assert victim.process is not None
+            name = f"{socket.gethostname()}:{victim.process.pid}"  # as the worker names itself
+            wait_until(lambda: client.hexists("pneumo:workers", name), 180, "the victim to start")
+            with paused([victim]):  # a backlog, so that it is surely busy when frozen
+                replies = [submit(fault_api, index) for index in range(jobs)]
+            assert [status for status, _ in replies] == [202] * jobs
+            job_ids = [body["job_id"] for _, body in replies]
+            held = freeze_mid_batch(victim, client, job_ids)
+            assert client.hlen("unacked") == 0  # no delivery recorded: the setting reached kombu
+        finally:
+            victim.kill(signal.SIGKILL)
+    result = finish_and_tally(client, job_ids, timeout_s=2 * VISIBILITY_S + 60)
+    assert result == Tally(jobs, jobs, 0, 0, 0)
+    assert all(job["attempts"] == 2 for job in records(client, sorted(held)))
 
 
 def submit_until_accepted(api: TestClient, index: int, refusals: list[int]) -> str:
