@@ -21,10 +21,41 @@ parser.add_argument(
     "--jpeg-sides", type=int, nargs=2, default=(1000, 2000), metavar=("MIN", "MAX"),
     help="long side of the benchmark films in px, drawn between MIN and MAX",
 )  # fmt: skip
+parser.add_argument(
+    "--worker-decode-jobs", type=int, default=0, metavar="N",
+    help="also drain N jobs queued as uploads alone, so the worker decodes every JPEG",
+)  # fmt: skip
+parser.add_argument(
+    "--profile-gil",
+    action="store_true",
+    help="the profile samples only the GIL's holder: which thread's Python fills the time",
+)
+parser.add_argument(
+    "--worker-variant",
+    action="append",
+    default=[],
+    metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+    help="another drain, by a worker with these settings on top "
+    "(e.g. noack:PNEUMO_BROKER_ACK_EMULATION=false)",
+)
+parser.add_argument(
+    "--no-http", action="store_true", help="drains only: skip the end-to-end and baseline runs"
+)  # fmt: skip
+
+
+def variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, assignments = text.partition(":")
+    return name, dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+
+
 arguments = parser.parse_args()
-if arguments.profile and py_spy_command() is None:
+if (arguments.profile or arguments.profile_gil) and py_spy_command() is None:
     # Said now rather than after minutes of benchmark; the run goes on without the profile.
     print("py-spy not found (pip install -e '.[dev]'): the worker profile is skipped.",
           file=sys.stderr)  # fmt: skip
-main(arguments.quick, arguments.json, arguments.model, arguments.profile,
-     batch_size=arguments.batch_size, jpeg_sides=tuple(arguments.jpeg_sides))  # fmt: skip
+profile = arguments.profile or arguments.profile_gil
+main(arguments.quick, arguments.json, arguments.model, profile,
+     batch_size=arguments.batch_size, jpeg_sides=tuple(arguments.jpeg_sides),
+     worker_decode_jobs=arguments.worker_decode_jobs, profile_gil=arguments.profile_gil,
+     worker_variants=dict(map(variant, arguments.worker_variant)),
+     http=not arguments.no_http)  # fmt: skip

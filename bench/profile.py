@@ -72,7 +72,7 @@ OWN_FUNCTION_PURPOSE = {
     # Packing the explanation map (and an input decoded here) for the store: the output side.
     ("shared/handoff.py", "pack_map"): RENDER,
     ("shared/handoff.py", "pack_input"): RENDER,
-    ("shared/handoff.py", "_to_npy"): RENDER,
+    ("shared/handoff.py", "_to_bytes"): RENDER,
 }
 # Innermost frames of a thread blocked until something happens. py-spy shows no C frames,
 # so a wait in C (a lock, `SimpleQueue.get`, epoll, `time.sleep`) appears as the Python
@@ -218,8 +218,13 @@ class Profiler:
     # Nonblocking: read the process's memory without stopping it. Stopping every thread
     # (TensorFlow's too) 100 times a second slowed the draining worker by about 30% here,
     # against about 20%, and inflated its waits on Redis; the price is a few unreadable samples.
-    def __init__(self, pid: int, output: Path, rate_hz: int = 100, nonblocking: bool = True):
+    # gil: sample only the thread holding the GIL. Where Python threads take turns on it (a
+    # GPU worker, whose model barely needs the CPU), this says whose turns fill the time, and
+    # the share of samples with any holder says whether the GIL itself is the bottleneck.
+    def __init__(self, pid: int, output: Path, rate_hz: int = 100, nonblocking: bool = True,
+                 gil: bool = False):  # fmt: skip
         self.pid, self.output, self.rate_hz, self.nonblocking = pid, output, rate_hz, nonblocking
+        self.gil = gil
         self.log_path = output.with_suffix(".log")
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
@@ -237,6 +242,8 @@ class Profiler:
         ]  # fmt: skip
         if self.nonblocking:
             arguments.append("--nonblocking")
+        if self.gil:
+            arguments.append("--gil")
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
@@ -258,5 +265,8 @@ class Profiler:
         if not samples:
             log = self.log_path.read_text(errors="replace").strip().splitlines()
             return {"skipped": f"py-spy recorded nothing: {' / '.join(log[:3])}"}
-        mode = "nonblocking" if self.nonblocking else "blocking"
-        return {"seconds": seconds, "rate_hz": self.rate_hz, "mode": mode} | breakdown(samples)
+        mode = ("nonblocking" if self.nonblocking else "blocking") + (", GIL" if self.gil else "")
+        found = breakdown(samples)
+        if self.gil:  # one sample per tick at most: the share of ticks when someone held it
+            found["gil_held_share"] = _share(found["samples"], round(seconds * self.rate_hz))
+        return {"seconds": seconds, "rate_hz": self.rate_hz, "mode": mode} | found

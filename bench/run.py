@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.load import run_load
@@ -36,8 +38,15 @@ class Plan:
     baseline_requests: int
     ceiling_seconds: float
     batch_size: int = 16
-    profile: bool = False  # py-spy the draining worker; worker_img_s then reads ~20% lower
+    profile: bool = False  # py-spy a second drain: what the worker spends its time on
+    profile_gil: bool = False  # that profile samples only the GIL's holder (see bench.profile)
     jpeg_sides: tuple[int, int] = (1000, 2000)  # the films' long side, px, drawn uniformly
+    # A second drain of this many jobs whose queue holds uploads alone, so the worker decodes
+    # each JPEG itself (what it does when the gateway's preprocessing differs from its own).
+    worker_decode_jobs: int = 0
+    # More drains, each with a worker started with these settings on top: name -> environment.
+    worker_variants: dict[str, dict[str, str]] = field(default_factory=dict)
+    http: bool = True  # False: drains only, no end-to-end or synchronous-baseline runs
 
     @classmethod
     def quick(cls) -> Plan:
@@ -48,49 +57,58 @@ class Plan:
         return cls(32, 5000, {1: 40, 8: 200, 32: 400}, 200, 15.0)  # 5,000: the RSS check
 
 
-def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Plan,
-                workdir: Path) -> dict:  # fmt: skip
-    """Fill the queue first, then start a worker and time it from first claim to last result.
+def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdir: Path,
+                batch_size: int, jobs: int, worker_decodes: bool = False, profile: bool = False,
+                profile_gil: bool = False, name: str = "bench-worker",
+                settings: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """Fill the queue with `jobs` first, then start a worker and time it from first claim to
+    last result. The queue holds what the gateway stores (the upload and its model input), or
+    with `worker_decodes` the upload alone. `settings`: the worker's environment on top.
 
-    With `plan.profile`, py-spy samples the worker over the same span (from its announcement,
+    With `profile`, py-spy samples the worker over the same span (from its announcement,
     model loaded, to the last result): `worker_profile` says what the worker spent it on.
+    Sampling slows the worker, so a profiled drain's img/s is not the worker's figure.
     """
     from celery import Celery
 
     from shared.queue import enqueue_predict, make_celery
 
-    settings = Settings(redis_url=redis.url)
-    store = SyncStore.from_url(redis.url, settings.key_prefix, settings.job_ttl_s)
-    celery: Celery = make_celery(settings, "bench")
-    submissions = gateway_submissions(images, settings, _preprocessing(model_dir))
+    shared_settings = Settings(redis_url=redis.url)
+    store = SyncStore.from_url(redis.url, shared_settings.key_prefix, shared_settings.job_ttl_s)
+    celery: Celery = make_celery(shared_settings, "bench")
+    submissions = gateway_submissions(images, shared_settings, _preprocessing(model_dir))
+    if worker_decodes:
+        submissions = [{"upload": submission["upload"]} for submission in submissions]
     job_ids = []
-    for index in range(plan.drain_jobs):
-        job = new_job(f"bench-{index:06d}", settings.job_ttl_s)
+    for index in range(jobs):
+        job = new_job(f"{name}-{index:06d}", store.ttl_s)
         store.save([job], {job.job_id: submissions[index % len(submissions)]})
         # In the pending index, as the gateway files every job: each final write takes its
         # job out, so the drain is watched with one ZCARD instead of reading every record.
         store.client.zadd(store.keys.pending, {job.job_id: time.time()})
-        enqueue_predict(celery, settings, job.job_id)
+        enqueue_predict(celery, shared_settings, job.job_id)
         job_ids.append(job.job_id)
     client = redis.client()
     client.config_resetstat()
-    worker = start_worker(redis, model_dir, workdir, plan.batch_size)
-    wait_for_workers(client, 1, timeout_s=180)
+    worker = start_worker(redis, model_dir, workdir, batch_size, name=name, **(settings or {}))
+    wait_for_workers(client, 1, timeout_s=180, processes=[worker])
     rss_start = rss_mib(worker.process.pid)
-    rss = RssTrajectory(worker.process.pid, plan.drain_jobs)
-    profile_path = workdir / "worker-profile.txt"
-    profiler = Profiler(worker.process.pid, profile_path).start() if plan.profile else None
+    rss = RssTrajectory(worker.process.pid, jobs)
+    profile_path = workdir / f"{name}-profile.txt"
+    profiler = Profiler(worker.process.pid, profile_path, gil=profile_gil) if profile else None
+    if profiler:
+        profiler.start()
     try:
         wait_until(lambda: rss.note(client.zcard(store.keys.pending)), 3600, "the queue to drain")
     finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
-        profile = profiler.stop() if profiler else None
+        breakdown = profiler.stop() if profiler else None
     rss_end = rss_mib(worker.process.pid)
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
     jobs = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
     summary = _drain_summary(jobs, commands, rss_start, rss_end)
     summary["worker_rss_mib_after_jobs"] = rss.samples
-    return summary if profile is None else summary | {"worker_profile": profile}
+    return summary if breakdown is None else summary | {"worker_profile": breakdown}
 
 
 def gateway_submissions(
@@ -138,20 +156,41 @@ def _drain_summary(jobs: list[Job], commands: int, rss_start: float, rss_end: fl
     }
 
 
+class PrintedAsMeasured(dict):
+    """The results; each section is also printed to stderr once measured, so a run of
+    minutes shows its progress and one cut short still leaves what it had measured."""
+
+    def __setitem__(self, section: str, value: object) -> None:
+        super().__setitem__(section, value)
+        if isinstance(value, dict):  # the headline figures; the JSON file has the rest
+            value = {key: item for key, item in value.items() if not isinstance(item, dict)}
+        print(f"[bench {time.strftime('%H:%M:%S')}] {section}: {json.dumps(value)}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
 def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="pneumo-bench-"))
     images = benchmark_jpegs(plan.distinct_images, sides=plan.jpeg_sides)
-    results: dict = {
-        "plan": plan.__dict__ | {"requests": {str(k): v for k, v in plan.requests.items()}}
-    }
+    results = PrintedAsMeasured()
+    results["plan"] = plan.__dict__ | {"requests": {str(k): v for k, v in plan.requests.items()}}
     results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
                                      _preprocessing(model_dir), repeats=10)  # fmt: skip
     results["ceiling"] = model_ceiling(model_dir, plan.batch_size, plan.ceiling_seconds)
     redis = RedisServer(workdir / "redis").start()
     try:
-        results["worker"] = drain_queue(redis, model_dir, images, plan, workdir)
-        results["e2e"] = _end_to_end(redis, model_dir, images, plan, workdir)
-        results["sync_baseline"] = _baseline(model_dir, images, plan, workdir)
+        drain = functools.partial(drain_queue, redis, model_dir, images, workdir,
+                                  plan.batch_size, profile_gil=plan.profile_gil)  # fmt: skip
+        results["worker"] = drain(plan.drain_jobs)
+        if plan.profile:
+            results["worker_profiled"] = drain(plan.drain_jobs, profile=True, name="profiled")
+        for variant, settings in plan.worker_variants.items():
+            results[f"worker_{variant}"] = drain(plan.drain_jobs, settings=settings, name=variant)
+        if plan.worker_decode_jobs:
+            results["worker_decoding"] = drain(plan.worker_decode_jobs, worker_decodes=True,
+                                               profile=plan.profile, name="decoding")  # fmt: skip
+        if plan.http:
+            results["e2e"] = _end_to_end(redis, model_dir, images, plan, workdir)
+            results["sync_baseline"] = _baseline(model_dir, images, plan, workdir)
     finally:
         redis.stop()
     results["ratios"] = ratios(results)
@@ -203,15 +242,23 @@ def _cycle(images: list[bytes], count: int) -> list[bytes]:
 
 def ratios(results: dict) -> dict[str, float]:
     ceiling = results["ceiling"]["model_ceiling_img_s"]
+    found = {"worker_over_ceiling": round(results["worker"]["worker_img_s"] / ceiling, 3)}
+    if "e2e" not in results:  # a drains-only run
+        return found
     e2e_32 = results["e2e"]["32"]["img_s"]
-    return {
-        "worker_over_ceiling": round(results["worker"]["worker_img_s"] / ceiling, 3),
+    return found | {
         "e2e32_over_ceiling": round(e2e_32 / ceiling, 3),
         "e2e32_over_sync_baseline": round(e2e_32 / results["sync_baseline"]["img_s"], 3),
         "p50_c1_minus_single_model_ms": round(
             results["e2e"]["1"]["p50_ms"] - results["ceiling"]["single_image_model_ms"], 1
         ),
     }
+
+
+def drains(results: dict) -> list[str]:
+    """The sections that timed a worker draining a queue: `worker`, then the extra ones."""
+    return [name for name, value in results.items()
+            if isinstance(value, dict) and "worker_img_s" in value]  # fmt: skip
 
 
 TARGETS = {
@@ -229,25 +276,45 @@ def markdown(results: dict) -> str:
         met = value >= bound if op == ">=" else value <= bound
         lines.append(f"| {name} | {value} | {op} {bound} | {'yes' if met else 'NO'} |")
     lines += ["", "| measurement | value |", "|---|---|"]
-    for section in ("intake", "ceiling", "worker", "sync_baseline"):
+    for section in (name for name in ("intake", "ceiling", "sync_baseline") if name in results):
         lines += [f"| {section}.{key} | {value} |" for key, value in results[section].items()
                   if not isinstance(value, dict)]  # fmt: skip
-    lines += [
-        "",
-        "| concurrency | img/s | p50 ms | p95 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
-    ]
-    for concurrency, row in results["e2e"].items():
-        lines.append(f"| {concurrency} | {row['img_s']} | {row['p50_ms']} | {row['p95_ms']} | "
-                     f"{row['p99_ms']} | {row['errors']} |")  # fmt: skip
+    lines += drains_markdown(results)
+    if "e2e" in results:
+        lines += [
+            "",
+            "| concurrency | img/s | p50 ms | p95 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|",
+        ]
+        for concurrency, row in results["e2e"].items():
+            lines.append(f"| {concurrency} | {row['img_s']} | {row['p50_ms']} | "
+                         f"{row['p95_ms']} | {row['p99_ms']} | {row['errors']} |")  # fmt: skip
     samples = results["worker"].get("worker_rss_mib_after_jobs", {})
     if samples:
         trajectory = ", ".join(f"{jobs}: {mib}" for jobs, mib in samples.items())
         lines += ["", f"Worker RSS (MiB) after N jobs drained: {trajectory}"]
-    lines += cpu_markdown(results)
-    if "worker_profile" in results["worker"]:
-        lines += profile_markdown(results["worker"]["worker_profile"])
+    if "e2e" in results:
+        lines += cpu_markdown(results)
+    for section in drains(results):
+        if "worker_profile" in results[section]:
+            lines += ["", f"Drain `{section}`:"]
+            lines += profile_markdown(results[section]["worker_profile"])
     return "\n".join(lines) + "\n"
+
+
+def drains_markdown(results: dict) -> list[str]:
+    ceiling = results["ceiling"]["model_ceiling_img_s"]
+    lines = ["", "| drain | jobs | img/s | / model ceiling | failed | Redis commands per job | "
+             "worker RSS MiB, start → end |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for section in drains(results):
+        drain = results[section]
+        lines.append(
+            f"| {section} | {drain['worker_jobs']} | {drain['worker_img_s']} | "
+            f"{drain['worker_img_s'] / ceiling:.3f} | {drain['worker_failed']} | "
+            f"{drain['redis_commands_per_job']} | "
+            f"{drain['worker_rss_start_mib']} → {drain['worker_rss_end_mib']} |"
+        )
+    return lines
 
 
 def cpu_markdown(results: dict) -> list[str]:
@@ -271,7 +338,10 @@ def profile_markdown(profile: dict) -> list[str]:
         f"{profile['seconds']} s, {profile['busy_samples']} busy and "
         f"{profile['idle_samples']} idle thread samples):"
     )
-    lines = ["", heading, "", "| busy in | samples | share of busy |", "|---|---|---|"]
+    lines = ["", heading]
+    if "gil_held_share" in profile:
+        lines += ["", f"Some thread held the GIL in {profile['gil_held_share']:.0%} of the ticks."]
+    lines += ["", "| busy in | samples | share of busy |", "|---|---|---|"]
     for category, row in profile["categories"].items():
         lines.append(f"| {category} | {row['samples']} | {row['busy_share']:.1%} |")
     lines += ["", "| thread | busy | idle | busy in |", "|---|---|---|---|"]

@@ -50,10 +50,10 @@ def rss_mib(pid: int) -> float:
 
 
 def start_worker(redis: RedisServer, model_dir: Path, log_dir: Path, batch_size: int,
-                 name: str = "bench-worker") -> WorkerProcess:  # fmt: skip
-    environment = worker_environment(
-        redis.url, model_dir, PNEUMO_BATCH_SIZE=str(batch_size), PNEUMO_BATCH_WAIT_MS="10"
-    )
+                 name: str = "bench-worker", **settings: str) -> WorkerProcess:  # fmt: skip
+    """`settings`: environment variables on top of the benchmark's (PNEUMO_...)."""
+    defaults = {"PNEUMO_BATCH_SIZE": str(batch_size), "PNEUMO_BATCH_WAIT_MS": "10"}
+    environment = worker_environment(redis.url, model_dir, **(defaults | settings))
     return WorkerProcess(environment, log_dir / f"{name}.log", name=name).start()
 
 

@@ -17,14 +17,19 @@ pytestmark = pytest.mark.slow
 
 def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     plan = Plan(distinct_images=4, drain_jobs=16, requests={1: 4, 8: 8, 32: 32},
-                baseline_requests=16, ceiling_seconds=1.0, profile=True)  # fmt: skip
+                baseline_requests=16, ceiling_seconds=1.0, profile=True, worker_decode_jobs=8,
+                worker_variants={"big": {"PNEUMO_BATCH_SIZE": "32"}})  # fmt: skip
     results = run_benchmark(plan, tiny_model_dir)
-    assert results["worker"]["worker_jobs"] == 16 and results["worker"]["worker_failed"] == 0
-    assert results["worker"]["redis_commands_per_job"] > 0
-    assert results["worker"]["worker_rss_mib_after_jobs"]  # the RSS trajectory
+    drains = {"worker": 16, "worker_profiled": 16, "worker_big": 16, "worker_decoding": 8}
+    for drain, jobs in drains.items():
+        assert results[drain]["worker_jobs"] == jobs and results[drain]["worker_failed"] == 0
+        assert results[drain]["redis_commands_per_job"] > 0
+        assert results[drain]["worker_rss_mib_after_jobs"]  # the RSS trajectory
+    assert "worker_profile" not in results["worker"]  # sampling would slow the figure
     # py-spy may be missing, or refused ptrace (CI containers): then the profile says why.
-    profile = results["worker"]["worker_profile"]
-    assert profile.get("skipped") or list(profile["categories"]) == list(BUSY_CATEGORIES)
+    for drain in ("worker_profiled", "worker_decoding"):
+        profile = results[drain]["worker_profile"]
+        assert profile.get("skipped") or list(profile["categories"]) == list(BUSY_CATEGORIES)
     assert results["intake"]["decode_draft_ms"] < results["intake"]["decode_full_ms"]
     for concurrency in ("1", "8", "32"):
         assert results["e2e"][concurrency]["errors"] == 0

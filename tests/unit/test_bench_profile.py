@@ -69,7 +69,10 @@ def stack(*parts: str) -> tuple[Frame, ...]:
             ),
         ),
         (RENDER, stack("blend (shared/overlay.py:36)", "Image.resize (PIL/Image.py:2300)")),
-        (RENDER, stack(BATCH, "pack_map (shared/handoff.py:53)", "_to_npy (shared/handoff.py:62)")),
+        (
+            RENDER,
+            stack(BATCH, "pack_map (shared/handoff.py:53)", "_to_bytes (shared/handoff.py:72)"),
+        ),
         (REDIS, stack(BATCH, "SyncStore.load_jobs (shared/store.py:180)", REDIS_READ)),
         (CELERY, stack(CONSUMER, "QoS.append (kombu/transport/redis.py:490)", REDIS_READ)),
         (
