@@ -38,8 +38,8 @@ ENV PNEUMO_MODEL_DIR=/app/models/demo \
 WORKDIR /home/app
 USER 10001:10001
 
-# A worker has no HTTP port: ask it over the broker. With the solo pool it answers between
-# batches, so the timeout covers one batch; the start period covers model load and warm-up.
+# A worker has no HTTP port: ask it over the broker. Its consumer thread answers while the
+# batch thread works; the start period covers model load and warm-up.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=3 \
     CMD ["sh", "-c", "celery -A worker.celery_app inspect ping --timeout 10 -d \"worker@${HOSTNAME}\""]
 CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "--pool=threads", "--concurrency=1", "--queues=pneumo", "--hostname=worker@%h"]

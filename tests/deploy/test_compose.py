@@ -212,7 +212,7 @@ def test_gateway_serves_8000_after_redis_is_healthy(compose):
     assert gateway["build"]["dockerfile"] == "deploy/gateway.Dockerfile"
 
 
-def test_workers_run_one_solo_process_on_the_pneumo_queue(compose):
+def test_workers_run_one_threaded_process_on_the_pneumo_queue(compose):
     commands = {name: compose["services"][name]["command"] for name in WORKERS}
     assert commands["worker-cpu"] == commands["worker-gpu"]
     command = commands["worker-cpu"]
@@ -245,6 +245,9 @@ def test_gpu_worker_reserves_one_nvidia_gpu(compose):
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert worker["environment"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    # The settings bench/RESULTS.md measured one GPU worker with.
+    assert worker["environment"]["PNEUMO_BATCH_SIZE"] == "128"
+    assert worker["environment"]["PNEUMO_BROKER_ACK_EMULATION"] == "false"
     assert worker["build"]["dockerfile"] == "deploy/worker-gpu.Dockerfile"
 
 
