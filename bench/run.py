@@ -106,7 +106,7 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
     jobs = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
-    summary = _drain_summary(jobs, commands, rss_start, rss_end)
+    summary = _drain_summary(jobs, commands, rss_start, rss_end) | {"profiled": profile}
     summary["worker_rss_mib_after_jobs"] = rss.samples
     return summary if breakdown is None else summary | {"worker_profile": breakdown}
 
@@ -309,7 +309,8 @@ def drains_markdown(results: dict) -> list[str]:
     for section in drains(results):
         drain = results[section]
         lines.append(
-            f"| {section} | {drain['worker_jobs']} | {drain['worker_img_s']} | "
+            f"| {section}{' (profiled: slower)' if drain['profiled'] else ''} | "
+            f"{drain['worker_jobs']} | {drain['worker_img_s']} | "
             f"{drain['worker_img_s'] / ceiling:.3f} | {drain['worker_failed']} | "
             f"{drain['redis_commands_per_job']} | "
             f"{drain['worker_rss_start_mib']} → {drain['worker_rss_end_mib']} |"
