@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 
 from gateway.metrics import Metrics
 from gateway.serving import ServingPreprocessing
+from gateway.submission import Intake
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings
 from shared.errors import BadRequest, Unauthorized
@@ -130,3 +131,17 @@ def idempotency_key(
 
 
 IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
+
+
+def get_intake(
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    preprocessing: PreprocessingDep,
+) -> Intake:
+    return Intake(store, celery, settings, client.scope, preprocessing)
+
+
+# Everything an upload route needs to accept files (gateway.submission.Intake).
+IntakeDep = Annotated[Intake, Depends(get_intake)]

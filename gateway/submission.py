@@ -45,15 +45,6 @@ RATE_WINDOW_S = 60
 ANONYMOUS = "anonymous"
 
 
-async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
-    data = await upload.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(
-            f"The upload exceeds {settings.max_upload_bytes} bytes.", code="upload_too_large"
-        )
-    return data
-
-
 @dataclass(frozen=True)
 class Upload:
     stored: bytes  # the upload itself, or a DICOM's pixels without its tags
@@ -77,6 +68,33 @@ async def decode_upload(
         return Upload(accepted.stored, packed, elapsed_ms)
 
     return await run_in_threadpool(decode)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What accepting uploads takes, for one request: where jobs are stored and queued, the
+    limits, who is asking (rate limits, idempotency) and the preprocessing of the live workers'
+    model (the decode-once hand-off; None while no worker has said)."""
+
+    store: AsyncStore
+    celery: Celery
+    settings: Settings
+    client_scope: str = ANONYMOUS
+    preprocessing: PreprocessParams | None = None
+
+    async def accept(self, upload: UploadFile) -> Upload:
+        """Read within limits and decode once; raises the client's error for a bad file."""
+        data = await read_upload(upload, self.settings)
+        return await decode_upload(data, self.settings, self.preprocessing)
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"The upload exceeds {settings.max_upload_bytes} bytes.", code="upload_too_large"
+        )
+    return data
 
 
 def check_method(method: str) -> str:
@@ -115,38 +133,26 @@ async def enforce_rate_limit(store: AsyncStore, settings: Settings, scope: str) 
 
 
 async def submit(
-    upload: UploadFile,
-    method: str,
-    store: AsyncStore,
-    celery: Celery,
-    settings: Settings,
-    *,
-    client_scope: str = ANONYMOUS,
-    idempotency_key: str | None = None,
-    preprocessing: PreprocessParams | None = None,
+    upload: UploadFile, method: str, intake: Intake, *, idempotency_key: str | None = None
 ) -> Job:
+    store, settings = intake.store, intake.settings
     check_method(method)
-    await enforce_rate_limit(store, settings, client_scope)
-    accepted = await decode_upload(await read_upload(upload, settings), settings, preprocessing)
+    await enforce_rate_limit(store, settings, intake.client_scope)
+    accepted = await intake.accept(upload)
     content = f"{method}\0".encode() + accepted.stored
-    keys = reuse_keys(store, settings, client_scope, content, idempotency_key)
+    keys = reuse_keys(store, settings, intake.client_scope, content, idempotency_key)
     earlier = await find_earlier(store, settings, keys)
     if earlier is not None:
         return earlier
     await check_queue_depth(store, settings)
-    return await store_and_enqueue(accepted, method, store, celery, settings, keys=keys)
+    return await store_and_enqueue(accepted, method, intake, keys=keys)
 
 
 async def store_and_enqueue(
-    upload: Upload,
-    method: str,
-    store: AsyncStore,
-    celery: Celery,
-    settings: Settings,
-    *,
-    keys: ReuseKeys | None = None,
+    upload: Upload, method: str, intake: Intake, *, keys: ReuseKeys | None = None
 ) -> Job:
     """A validated upload becomes a queued job; if the queue is unreachable, nothing is kept."""
+    store, settings = intake.store, intake.settings
     job = new_job(str(uuid.uuid4()), settings.job_ttl_s, method)
     if upload.model_input is not None:
         job.timings_ms["decode"] = upload.decode_ms
@@ -157,7 +163,7 @@ async def store_and_enqueue(
     try:
         links = keys.links(job.job_id) if keys else {}
         await store.create(job, upload.stored, links, upload.model_input)
-        await asyncio.to_thread(enqueue_predict, celery, settings, job.job_id)
+        await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
     except OperationalError as error:
         await _forget(store, job, keys)
         raise ServiceUnavailable(

@@ -9,34 +9,27 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from celery import Celery
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from gateway.deps import (
     AuthDep,
-    CeleryDep,
-    ClientDep,
+    IntakeDep,
     MetricsDep,
-    PreprocessingDep,
-    SettingsDep,
     StoreDep,
 )
 from gateway.routes.jobs import ERRORS
 from gateway.submission import (
+    Intake,
     Upload,
     check_method,
     check_queue_depth,
-    decode_upload,
     enforce_rate_limit,
-    read_upload,
     store_and_enqueue,
 )
 from shared.batches import load_batch, save_batch
 from shared.config import Settings
 from shared.errors import AppError, BadRequest, NotFound
-from shared.imaging import PreprocessParams
 from shared.schemas import Batch, BatchCreated, Job, batch_url
-from shared.store import AsyncStore
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[AuthDep])
 
@@ -45,23 +38,19 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[AuthDep
 async def create_batch(
     files: Annotated[list[UploadFile], File(description="Radiographs: repeat the field.")],
     response: Response,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
+    intake: IntakeDep,
     metrics: MetricsDep,
-    client: ClientDep,
-    preprocessing: PreprocessingDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> BatchCreated:
     check_method(method)
-    check_file_count(len(files), settings)
+    check_file_count(len(files), intake.settings)
     for _ in files:  # each file counts as one submission against the client's rate limit
-        await enforce_rate_limit(store, settings, client.scope)
-    uploads = await validate_each(files, settings, preprocessing)
-    await check_queue_depth(store, settings)
-    jobs = await enqueue_all(uploads, method, store, celery, settings)
+        await enforce_rate_limit(intake.store, intake.settings, intake.client_scope)
+    uploads = await validate_each(files, intake)
+    await check_queue_depth(intake.store, intake.settings)
+    jobs = await enqueue_all(uploads, method, intake)
     batch = BatchCreated(batch_id=str(uuid.uuid4()), job_ids=[job.job_id for job in jobs])
-    await save_batch(store, batch.batch_id, batch.job_ids)
+    await save_batch(intake.store, batch.batch_id, batch.job_ids)
     metrics.jobs_submitted.inc(len(jobs))
     response.headers["Location"] = batch_url(batch.batch_id)
     response.headers["Retry-After"] = "1"
@@ -86,15 +75,12 @@ def check_file_count(count: int, settings: Settings) -> None:
         )
 
 
-async def validate_each(
-    files: list[UploadFile], settings: Settings, preprocessing: PreprocessParams | None
-) -> list[Upload]:
+async def validate_each(files: list[UploadFile], intake: Intake) -> list[Upload]:
     """In order, stopping at the first bad file, whose position the error names."""
     uploads = []
     for index, file in enumerate(files):
         try:
-            data = await read_upload(file, settings)
-            uploads.append(await decode_upload(data, settings, preprocessing))
+            uploads.append(await intake.accept(file))
         except AppError as error:
             error.message = f"files[{index}]: {error.message}"
             error.args = (error.message,)
@@ -102,17 +88,15 @@ async def validate_each(
     return uploads
 
 
-async def enqueue_all(
-    uploads: list[Upload], method: str, store: AsyncStore, celery: Celery, settings: Settings
-) -> list[Job]:
+async def enqueue_all(uploads: list[Upload], method: str, intake: Intake) -> list[Job]:
     """If the queue fails part way, the jobs already made are deleted: none or all stay."""
     jobs: list[Job] = []
     try:
         for upload in uploads:
-            jobs.append(await store_and_enqueue(upload, method, store, celery, settings))
+            jobs.append(await store_and_enqueue(upload, method, intake))
     except AppError:
         # Their messages may already be queued; a worker skips a job whose record is gone.
         for job in jobs:
-            await store.delete(job.job_id)
+            await intake.store.delete(job.job_id)
         raise
     return jobs

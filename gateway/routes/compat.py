@@ -13,12 +13,9 @@ from fastapi.responses import JSONResponse
 
 from gateway.deps import (
     AuthDep,
-    CeleryDep,
-    ClientDep,
     FinishedJobsDep,
+    IntakeDep,
     MetricsDep,
-    PreprocessingDep,
-    SettingsDep,
     StoreDep,
 )
 from gateway.pictures import picture
@@ -32,20 +29,13 @@ router = APIRouter(tags=["seed-compatible"], dependencies=[AuthDep])
 @router.post("/predict", response_model=SeedPrediction, responses={**ERRORS, 504: ERRORS[503]})
 async def predict(
     file: Annotated[UploadFile, File(description="Chest radiograph, JPEG or PNG.")],
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
+    intake: IntakeDep,
     metrics: MetricsDep,
-    client: ClientDep,
-    preprocessing: PreprocessingDep,
     finished: FinishedJobsDep,
 ) -> SeedPrediction | JSONResponse:
-    job = await submit(
-        file, "gradcam", store, celery, settings,
-        client_scope=client.scope, preprocessing=preprocessing,
-    )  # fmt: skip
+    job = await submit(file, "gradcam", intake)
     metrics.jobs_submitted.inc()
-    job = await wait_for_final(store, finished, job, settings.predict_timeout_s)
+    job = await wait_for_final(intake.store, finished, job, intake.settings.predict_timeout_s)
     if job.status is JobStatus.failed:
         raise failure_as_error(job)
     if job.result is None:

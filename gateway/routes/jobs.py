@@ -9,12 +9,10 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from gateway.deps import (
     AuthDep,
-    CeleryDep,
-    ClientDep,
     FinishedJobsDep,
     IdempotencyKeyDep,
+    IntakeDep,
     MetricsDep,
-    PreprocessingDep,
     SettingsDep,
     StoreDep,
 )
@@ -55,19 +53,12 @@ def _is_job_id(value: str) -> bool:
 async def create_job(
     file: Annotated[UploadFile, File(description="Chest radiograph, JPEG or PNG.")],
     response: Response,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
+    intake: IntakeDep,
     metrics: MetricsDep,
-    client: ClientDep,
     idempotency_key: IdempotencyKeyDep,
-    preprocessing: PreprocessingDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> Job:
-    job = await submit(
-        file, method, store, celery, settings, client_scope=client.scope,
-        idempotency_key=idempotency_key, preprocessing=preprocessing,
-    )  # fmt: skip
+    job = await submit(file, method, intake, idempotency_key=idempotency_key)
     metrics.jobs_submitted.inc()
     response.headers["Location"] = job_url(job.job_id)
     response.headers["Retry-After"] = "1"
