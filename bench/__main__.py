@@ -40,7 +40,7 @@ parser.add_argument(
 )
 parser.add_argument(
     "--no-http", action="store_true", help="drains only: skip the end-to-end and baseline runs"
-)  # fmt: skip
+)
 
 
 def variant(text: str) -> tuple[str, dict[str, str]]:
@@ -49,11 +49,11 @@ def variant(text: str) -> tuple[str, dict[str, str]]:
 
 
 arguments = parser.parse_args()
-if (arguments.profile or arguments.profile_gil) and py_spy_command() is None:
+profile = arguments.profile or arguments.profile_gil
+if profile and py_spy_command() is None:
     # Said now rather than after minutes of benchmark; the run goes on without the profile.
     print("py-spy not found (pip install -e '.[dev]'): the worker profile is skipped.",
           file=sys.stderr)  # fmt: skip
-profile = arguments.profile or arguments.profile_gil
 main(arguments.quick, arguments.json, arguments.model, profile,
      batch_size=arguments.batch_size, jpeg_sides=tuple(arguments.jpeg_sides),
      worker_decode_jobs=arguments.worker_decode_jobs, profile_gil=arguments.profile_gil,

@@ -176,8 +176,7 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
                                      _preprocessing(model_dir), repeats=10)  # fmt: skip
     results["ceiling"] = model_ceiling(model_dir, plan.batch_size, plan.ceiling_seconds)
-    redis = RedisServer(workdir / "redis").start()
-    try:
+    with RedisServer(workdir / "redis") as redis:
         drain = functools.partial(drain_queue, redis, model_dir, images, workdir,
                                   plan.batch_size, profile_gil=plan.profile_gil)  # fmt: skip
         results["worker"] = drain(plan.drain_jobs)
@@ -191,8 +190,6 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
         if plan.http:
             results["e2e"] = _end_to_end(redis, model_dir, images, plan, workdir)
             results["sync_baseline"] = _baseline(model_dir, images, plan, workdir)
-    finally:
-        redis.stop()
     results["ratios"] = ratios(results)
     return results
 

@@ -59,9 +59,8 @@ WORKER_SETTINGS = {
 
 @pytest.fixture(scope="module")
 def fault_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("fault-redis")).start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path_factory.mktemp("fault-redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

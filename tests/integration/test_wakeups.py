@@ -31,9 +31,8 @@ WOKEN_BY_MESSAGE_S = 0.25
 
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("wakeup-redis")).start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path_factory.mktemp("wakeup-redis")) as server:
+        yield server
 
 
 @pytest.fixture()

@@ -75,6 +75,12 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
 
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
 
 def worker_environment(redis_url: str, model_dir: Path, **overrides: str) -> dict[str, str]:
     environment = {
