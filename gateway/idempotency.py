@@ -48,9 +48,15 @@ class ReuseKeys:
 
 
 def reuse_keys(
-    store: AsyncStore, settings: Settings, scope: str, content: bytes, key: str | None
-) -> ReuseKeys:
-    fingerprint = hashlib.sha256(content).hexdigest()
+    store: AsyncStore, settings: Settings, scope: str, method: str, upload: bytes, key: str | None
+) -> ReuseKeys | None:
+    """None when the submission cannot be a repeat (no key, dedupe off): hashing the upload
+    costs the event loop a few hundred microseconds per film, for nothing then."""
+    if key is None and not settings.dedupe_results:
+        return None
+    content = hashlib.sha256(f"{method}\0".encode())
+    content.update(upload)
+    fingerprint = content.hexdigest()
     return ReuseKeys(
         fingerprint=fingerprint,
         idempotency=store.keys.idempotency(_digest(scope, key)) if key else None,

@@ -139,9 +139,9 @@ async def submit(
     check_method(method)
     await enforce_rate_limit(store, settings, intake.client_scope)
     accepted = await intake.accept(upload)
-    content = f"{method}\0".encode() + accepted.stored
-    keys = reuse_keys(store, settings, intake.client_scope, content, idempotency_key)
-    earlier = await find_earlier(store, settings, keys)
+    keys = reuse_keys(store, settings, intake.client_scope, method, accepted.stored,
+                      idempotency_key)  # fmt: skip
+    earlier = await find_earlier(store, settings, keys) if keys else None
     if earlier is not None:
         return earlier
     await check_queue_depth(store, settings)
