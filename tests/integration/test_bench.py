@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     plan = Plan(distinct_images=4, drain_jobs=16, requests={1: 4, 8: 8, 32: 32},
                 baseline_requests=16, ceiling_seconds=1.0, profile=True, worker_decode_jobs=8,
-                worker_variants={"big": {"PNEUMO_BATCH_SIZE": "32"}})  # fmt: skip
+                worker_variants={"big": {"PNEUMO_BATCH_SIZE": "32"}}, rounds=2)  # fmt: skip
     results = run_benchmark(plan, tiny_model_dir)
     drains = {"worker": 16, "worker_profiled": 16, "worker_big": 16, "worker_decoding": 8}
     for drain, jobs in drains.items():
@@ -37,6 +37,9 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
         assert set(spent) == {"gateway", "worker", "redis", "load generator", "total"}
         assert spent["gateway"] > 0 and spent["worker"] > 0
     assert results["sync_baseline"]["errors"] == 0
+    # The compared pair took turns twice; each reports its median round and both rounds.
+    for compared in (results["e2e"]["32"], results["sync_baseline"]):
+        assert len(compared["rounds_img_s"]) == 2 and compared["img_s"] in compared["rounds_img_s"]
     assert results["sync_baseline"]["cpu_ms"]["baseline server"] > 0
     assert set(results["ratios"]) == {
         "worker_over_ceiling",

@@ -1,8 +1,9 @@
-"""The benchmark's report for a drains-only run (`--no-http`), as the GPU run makes it."""
+"""The benchmark's report for a drains-only run (`--no-http`), as the GPU run makes it, and
+how alternating rounds are summed up."""
 
 from __future__ import annotations
 
-from bench.run import drains, markdown, ratios
+from bench.run import drains, markdown, median_round, ratios
 
 
 def drain(img_s: float, profiled: bool = False) -> dict:
@@ -27,3 +28,13 @@ def test_a_drains_only_run_reports_every_drain_against_the_ceiling() -> None:
     assert "| worker_ack | 5000 | 720.0 | 0.060 | 0 | 15.1 | 1598.6 → 1610.4 |" in table
     assert "| worker_profiled (profiled: slower) |" in table
     assert "concurrency" not in table and "CPU ms per image" not in table  # no HTTP runs
+
+
+def test_alternating_rounds_report_the_median_round_whole() -> None:
+    rounds = [{"img_s": 80.0, "p50_ms": 390.0}, {"img_s": 70.0, "p50_ms": 450.0},
+              {"img_s": 90.0, "p50_ms": 350.0}]  # fmt: skip
+    # The median round's own latency goes with its throughput: not a mix of rounds.
+    assert median_round(rounds) == {"img_s": 80.0, "p50_ms": 390.0,
+                                    "rounds_img_s": [80.0, 70.0, 90.0]}  # fmt: skip
+    assert median_round(rounds[:2])["img_s"] == 70.0  # even count: the lower middle one
+    assert median_round(rounds[:1])["rounds_img_s"] == [80.0]
