@@ -40,7 +40,13 @@ class AdaptiveBatches(Batches):
 
     def flush(self, requests: Collection[Request]) -> Any:
         """celery-batches' flush, plus the in-flight flag cleared when the batch returns and
-        the next batch formed at once."""
+        the next batch formed at once. At most one batch per call: what was buffered beyond
+        it goes back and heads the next batch, instead of running now as a short tail chunk
+        (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
+        requests = list(requests)
+        for request in requests[self.flush_every :]:
+            self._buffer.put(request)
+        requests = requests[: self.flush_every]
         acks_late = [request for request in requests if request.task.acks_late]
         acks_early = [request for request in requests if not request.task.acks_late]
         serializable = ([SimpleRequest.from_request(request) for request in requests],)
