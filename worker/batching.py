@@ -4,8 +4,9 @@ Plain celery-batches flushes its buffer on a timer or every N messages, whether 
 previous batch has finished. Under load that queues many small batches behind each other, and
 with the solo pool the consumer cannot even fetch messages while a batch runs. Here, with a
 one-thread pool, the consumer keeps fetching during a batch, and a new batch is formed only
-when the model is free: it then takes everything buffered (up to the batch size per model
-call). Idle, a job waits at most one flush interval; busy, batches grow by themselves.
+when the model is free: it then takes what was buffered, up to the batch size, and the rest
+heads the batch after. Idle, a job waits at most one flush interval; busy, batches grow by
+themselves to the batch size.
 
 When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
 the next timer tick (up to `flush_interval` of idle model per batch). Acknowledgements cost
