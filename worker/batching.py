@@ -5,7 +5,7 @@ previous batch has finished. Under load that queues many small batches behind ea
 with the solo pool the consumer cannot even fetch messages while a batch runs. Here, with a
 one-thread pool, the consumer keeps fetching during a batch, and a new batch is formed only
 when the model is free: it then takes what was buffered, up to the batch size, and the rest
-heads the batch after. Idle, a job waits at most one flush interval; busy, batches grow by
+waits in the buffer for the batch after. Idle, a job waits at most one flush interval; busy, batches grow by
 themselves to the batch size.
 
 When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
@@ -42,8 +42,8 @@ class AdaptiveBatches(Batches):
     def flush(self, requests: Collection[Request]) -> Any:
         """celery-batches' flush, plus the in-flight flag cleared when the batch returns and
         the next batch formed at once. At most one batch per call: what was buffered beyond
-        it goes back and heads the next batch, instead of running now as a short tail chunk
-        (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
+        it goes back to the buffer for the next batch, instead of running now as a short tail
+        call (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
         requests = list(requests)
         for request in requests[self.flush_every :]:
             self._buffer.put(request)
