@@ -28,7 +28,9 @@ from shared.store import SyncStore, new_job
 from tests.support.processes import RedisServer, UvicornProcess, wait_for_workers, wait_until
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
-BASELINE_CONCURRENCY = 32  # the seed-shaped server is compared with the service at 32
+# The concurrency at which the service and the synchronous baseline are compared: every
+# plan runs it, and the headline ratios read its row.
+COMPARED_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Plan:
     # More drains, each with a worker started with these settings on top: name -> environment.
     worker_variants: dict[str, dict[str, str]] = field(default_factory=dict)
     http: bool = True  # False: drains only, no end-to-end or synchronous-baseline runs
-    # The two runs the headline ratio compares (end to end at the top concurrency, and the
+    # The two runs the headline ratio compares (end to end at COMPARED_CONCURRENCY, and the
     # synchronous baseline) take turns this many times with both servers up, and each side
     # reports its median round: a slow minute on a shared machine then falls on both sides.
     rounds: int = 1
@@ -109,9 +111,9 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
         breakdown = profiler.stop() if profiler else None
     rss_end = rss_mib(worker.process.pid)
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
-    jobs = [job for job in store.load_jobs(job_ids) if job is not None]
+    records = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
-    summary = _drain_summary(jobs, commands, rss_start, rss_end) | {"profiled": profile}
+    summary = _drain_summary(records, commands, rss_start, rss_end) | {"profiled": profile}
     summary["worker_rss_mib_after_jobs"] = rss.samples
     return summary if breakdown is None else summary | {"worker_profile": breakdown}
 
@@ -209,8 +211,8 @@ def _preprocessing(model_dir: Path):
 def _http_runs(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Plan,
                workdir: Path) -> tuple[dict, dict]:  # fmt: skip
     """End to end at each concurrency (the service: a worker and the gateway), and the
-    synchronous baseline, all servers up at once. The top concurrency and the baseline
-    alternate `plan.rounds` times; each reports its median round."""
+    synchronous baseline, all servers up at once. At COMPARED_CONCURRENCY the service and the
+    baseline alternate `plan.rounds` times; each reports its median round."""
     worker = start_worker(redis, model_dir, workdir, plan.batch_size, name="e2e-worker")
     environment = gateway_environment(redis, model_dir)
     gateway = UvicornProcess("gateway.app:app", environment, workdir / "gateway.log", "/readyz")
@@ -222,18 +224,20 @@ def _http_runs(redis: RedisServer, model_dir: Path, images: list[bytes], plan: P
         assert gateway.process and baseline.process and worker.process and redis.process
         service = {"gateway": gateway.process.pid, "worker": worker.process.pid,
                    "redis": redis.process.pid}  # fmt: skip
-        *lower, top = sorted(plan.requests)
-        e2e = {str(concurrency): _timed_load(gateway.url, images, plan.requests[concurrency],
-                                             concurrency, service)
-               for concurrency in lower}  # fmt: skip
-        top_rounds, baseline_rounds = [], []
-        for _ in range(plan.rounds):
-            top_rounds.append(_timed_load(gateway.url, images, plan.requests[top], top, service))
-            baseline_rounds.append(_timed_load(
-                baseline.url, images, plan.baseline_requests, BASELINE_CONCURRENCY,
-                {"baseline server": baseline.process.pid}, synchronous=True,
-            ))  # fmt: skip
-        e2e[str(top)] = median_round(top_rounds)
+        e2e, baseline_rounds = {}, []
+        for concurrency, count in sorted(plan.requests.items()):
+            if concurrency != COMPARED_CONCURRENCY:
+                e2e[str(concurrency)] = _timed_load(gateway.url, images, count, concurrency,
+                                                    service)  # fmt: skip
+                continue
+            service_rounds = []
+            for _ in range(plan.rounds):
+                service_rounds.append(_timed_load(gateway.url, images, count, concurrency, service))
+                baseline_rounds.append(_timed_load(
+                    baseline.url, images, plan.baseline_requests, concurrency,
+                    {"baseline server": baseline.process.pid}, synchronous=True,
+                ))  # fmt: skip
+            e2e[str(concurrency)] = median_round(service_rounds)
         return e2e, median_round(baseline_rounds)
     finally:
         baseline.stop()
@@ -264,7 +268,7 @@ def ratios(results: dict) -> dict[str, float]:
     found = {"worker_over_ceiling": round(results["worker"]["worker_img_s"] / ceiling, 3)}
     if "e2e" not in results:  # a drains-only run
         return found
-    e2e_32 = results["e2e"]["32"]["img_s"]
+    e2e_32 = results["e2e"][str(COMPARED_CONCURRENCY)]["img_s"]
     return found | {
         "e2e32_over_ceiling": round(e2e_32 / ceiling, 3),
         "e2e32_over_sync_baseline": round(e2e_32 / results["sync_baseline"]["img_s"], 3),
@@ -308,7 +312,7 @@ def markdown(results: dict) -> str:
         for concurrency, row in results["e2e"].items():
             lines.append(f"| {concurrency} | {row['img_s']} | {row['p50_ms']} | "
                          f"{row['p95_ms']} | {row['p99_ms']} | {row['errors']} |")  # fmt: skip
-        rounds = results["e2e"]["32"].get("rounds_img_s", [])
+        rounds = results["e2e"][str(COMPARED_CONCURRENCY)].get("rounds_img_s", [])
         if len(rounds) > 1:
             lines += ["", f"End to end @32 and the synchronous baseline took turns {len(rounds)} "
                       f"times (img/s): {rounds} and {results['sync_baseline']['rounds_img_s']}; "
