@@ -29,6 +29,7 @@ FINGERPRINT_LENGTH = 16
 SEPARATOR = b"\n"
 HEADER = struct.Struct("<2sHH")  # dtype code, height, width
 DTYPE_CODES: dict[bytes, np.dtype] = {b"u1": np.dtype(np.uint8), b"f4": np.dtype("<f4")}
+CODE_OF_DTYPE = {dtype: code for code, dtype in DTYPE_CODES.items()}
 
 
 @lru_cache(maxsize=16)
@@ -68,9 +69,8 @@ def unpack_map(data: bytes) -> np.ndarray | None:
 
 
 def _to_bytes(array: np.ndarray) -> bytes:
-    code = next(code for code, dtype in DTYPE_CODES.items() if dtype == array.dtype)
-    height, width = array.shape
-    return HEADER.pack(code, height, width) + np.ascontiguousarray(array).tobytes()
+    header = HEADER.pack(CODE_OF_DTYPE[array.dtype], *array.shape)
+    return header + np.ascontiguousarray(array).tobytes()
 
 
 def _from_bytes(data: bytes) -> np.ndarray | None:

@@ -5,8 +5,8 @@ previous batch has finished. Under load that queues many small batches behind ea
 with the solo pool the consumer cannot even fetch messages while a batch runs. Here, with a
 one-thread pool, the consumer keeps fetching during a batch, and a new batch is formed only
 when the model is free: it then takes what was buffered, up to the batch size, and the rest
-waits in the buffer for the batch after. Idle, a job waits at most one flush interval; busy, batches grow by
-themselves to the batch size.
+waits in the buffer for the batch after. Idle, a job waits at most one flush interval; busy,
+batches grow by themselves to the batch size.
 
 When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
 the next timer tick (up to `flush_interval` of idle model per batch). Acknowledgements cost
