@@ -49,11 +49,6 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-class WorkerPool(StrEnum):
-    threads = "threads"
-    solo = "solo"
-
-
 @dataclass(frozen=True)
 class Connection:
     url: str
@@ -221,22 +216,26 @@ def gateway(
     uvicorn.run("gateway.app:app", host=host, port=port, workers=workers, log_level=log_level)
 
 
-def worker_command(pool: WorkerPool, concurrency: int, queue: str, log_level: str) -> list[str]:
+def worker_command(queue: str, log_level: str) -> list[str]:
+    # No --concurrency: the pool gets one thread per batch in flight (worker.celery_app).
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        f"--pool={pool.value}", f"--concurrency={concurrency}", f"--queues={queue}",
-        f"--loglevel={log_level}", "--hostname=worker@%h",
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=threads",
+        f"--queues={queue}", f"--loglevel={log_level}", "--hostname=worker@%h",
     ]  # fmt: skip
+
+
+BATCHES_IN_FLIGHT_HELP = (
+    "Batches side by side, one pool thread each (2 on a GPU). "
+    "Default: PNEUMO_BATCHES_IN_FLIGHT, or 1."
+)
 
 
 @app.command()
 def worker(
-    concurrency: Annotated[
-        int, typer.Option(min=1, help="Threads taking batches (1 per GPU).")
-    ] = 1,
-    pool: Annotated[
-        WorkerPool, typer.Option(help="threads (as deployed) or solo.")
-    ] = WorkerPool.threads,
+    batches_in_flight: Annotated[
+        int | None,
+        typer.Option(min=1, max=4, help=BATCHES_IN_FLIGHT_HELP),
+    ] = None,
     queue: Annotated[str | None, typer.Option(help="Default: PNEUMO_QUEUE_NAME or pneumo.")] = None,
     log_level: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
@@ -247,7 +246,9 @@ def worker(
     """
     from shared.config import get_settings
 
-    command = worker_command(pool, concurrency, queue or get_settings().queue_name, log_level)
+    if batches_in_flight is not None:  # read by the worker's settings after the exec below
+        os.environ["PNEUMO_BATCHES_IN_FLIGHT"] = str(batches_in_flight)
+    command = worker_command(queue or get_settings().queue_name, log_level)
     messages.print(" ".join(command[1:]))
     # Replace this process, so signals from a supervisor reach Celery directly.
     os.execv(command[0], command)

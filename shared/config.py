@@ -48,6 +48,9 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(16, gt=0)
     batch_wait_ms: int = Field(10, ge=0)
+    # Batches a worker runs side by side, one pool thread each (worker.batching): at 2, one
+    # reads and writes Redis while the other is in the model. Model calls still take turns.
+    batches_in_flight: int = Field(1, ge=1, le=4)
     heartbeat_s: float = Field(5.0, gt=0)
     # An unacknowledged job is handed to another worker after this long: keep it above the
     # slowest batch, or a healthy worker's job is delivered twice.
@@ -59,6 +62,9 @@ class Settings(BaseSettings):
     # counted from when the job was queued. Off pays where one worker takes 1,000+ jobs a
     # second (a GPU: bench/RESULTS.md); a clean shutdown hands prefetched messages back either way.
     broker_ack_emulation: bool = Field(True)
+    # The worker receives up to its prefetch limit per Redis round trip (worker.transport,
+    # BLMPOP: Redis 7.0 or later) instead of one message per round trip.
+    broker_multi_pop: bool = Field(False)
     # A job started this many times without finishing (its worker died, or its batch could not
     # be written each time) ends failed with code `worker_lost` instead of circling for ever.
     max_deliveries: int = Field(3, gt=0)

@@ -3,14 +3,19 @@
 Plain celery-batches flushes its buffer on a timer or every N messages, whether or not the
 previous batch has finished. Under load that queues many small batches behind each other, and
 with the solo pool the consumer cannot even fetch messages while a batch runs. Here, with a
-one-thread pool, the consumer keeps fetching during a batch, and a new batch is formed only
-when the model is free: it then takes what was buffered, up to the batch size, and the rest
-waits in the buffer for the batch after. Idle, a job waits at most one flush interval; busy,
-batches grow by themselves to the batch size.
+threads pool, the consumer keeps fetching during a batch, and a new batch is formed only when
+fewer than `batches_in_flight` are running: it then takes what was buffered, up to the batch
+size, and the rest waits in the buffer for the batch after. Idle, a job waits at most one
+flush interval; busy, batches grow by themselves to the batch size.
 
 When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
 the next timer tick (up to `flush_interval` of idle model per batch). Acknowledgements cost
 the model nothing: Celery schedules them on the consumer's event loop.
+
+`batches_in_flight` (`PNEUMO_BATCHES_IN_FLIGHT`, one pool thread each) is 1 by default. At 2,
+one batch reads and writes Redis while another is in the model (`ModelRuntime.predict` runs
+one call at a time): that pays on a GPU, where the model is a fraction of a batch's time, and
+not on a CPU, where the model already has every core (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -26,17 +31,18 @@ from celery_batches.trace import apply_batches_task
 
 class AdaptiveBatches(Batches):
     abstract = True
+    batches_in_flight = 1
 
     def __init__(self) -> None:
         super().__init__()
-        self._in_flight = threading.Event()
+        self._in_flight = 0
         # The consumer's timer and a returning batch can both try to flush: one at a time.
         self._flush_lock = threading.Lock()
 
     def _do_flush(self) -> None:
-        # The running batch's completion flushes again; the timer keeps ticking meanwhile.
+        # A returning batch flushes again; the timer keeps ticking meanwhile.
         with self._flush_lock:
-            if not self._in_flight.is_set():
+            while self._in_flight < self.batches_in_flight and not self._buffer.empty():
                 super()._do_flush()
 
     def flush(self, requests: Collection[Request]) -> Any:
@@ -51,7 +57,7 @@ class AdaptiveBatches(Batches):
         acks_late = [request for request in requests if request.task.acks_late]
         acks_early = [request for request in requests if not request.task.acks_late]
         serializable = ([SimpleRequest.from_request(request) for request in requests],)
-        self._in_flight.set()
+        self._in_flight += 1  # under _flush_lock: _do_flush calls this
 
         def on_accepted(pid: int, time_accepted: float) -> None:
             for request in acks_early:
@@ -62,9 +68,9 @@ class AdaptiveBatches(Batches):
             # back): a worker that dies before this leaves the messages to be redelivered.
             for request in acks_late:
                 request.acknowledge()
-            self._in_flight.clear()
-            if not self._buffer.empty():
-                self._do_flush()
+            with self._flush_lock:
+                self._in_flight -= 1
+            self._do_flush()
 
         return self._pool.apply_async(
             apply_batches_task, (self, serializable, 0, None),

@@ -1,8 +1,9 @@
 """The worker's Celery application: `celery -A worker.celery_app worker --pool=threads ...`.
 
-Run one process per GPU with `--pool=threads --concurrency=1`: one thread runs the model while
-the consumer keeps fetching messages for the next batch. The model is built after start-up in
-that process and held for its lifetime.
+Run one process per GPU with `--pool=threads`: a pool thread runs each batch while the consumer
+keeps fetching messages for the next. The pool has `PNEUMO_BATCHES_IN_FLIGHT` threads (1; 2 on
+a GPU), so leave `--concurrency` out. The model is built after start-up in that process and
+held for its lifetime.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from shared.queue import enqueue_predict, make_celery
 
 settings = get_settings()
 app = make_celery(settings, "pneumo-worker")
-# Messages in hand: the batch being processed plus a full next one gathering behind it.
+# One pool thread per batch in flight. Celery prefetches the multiplier times the pool size:
+# for each batch in flight, that batch and a full next one gathering behind it.
+app.conf.worker_concurrency = settings.batches_in_flight
 app.conf.worker_prefetch_multiplier = 2 * settings.batch_size
 app.conf.include = ["worker.tasks"]
+if settings.broker_multi_pop:
+    app.conf.broker_transport = "worker.transport:Transport"
 
 log = logging.getLogger(__name__)
 

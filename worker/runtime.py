@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,9 @@ class ModelRuntime:
         # (a batch of 9 padded to 16 costs as much as 16).
         self._pads_batches = jit_compile or keras.backend.backend() != "tensorflow"
         self.image_size = card.preprocessing.image_size
+        # With two batches in flight (`PNEUMO_BATCHES_IN_FLIGHT`), one reads and writes Redis
+        # while the other holds the model: one call at a time keeps each at full speed.
+        self._model_lock = threading.Lock()
 
     @classmethod
     def from_directory(cls, directory: Path, threshold: float | None = None, max_batch: int = 64,
@@ -97,8 +101,9 @@ class ModelRuntime:
     def predict(self, images: np.ndarray) -> list[Prediction]:
         """images (B, S, S) uint8 -> one Prediction each, in chunks of at most max_batch."""
         predictions: list[Prediction] = []
-        for start in range(0, len(images), self.max_batch):
-            predictions.extend(self._predict_chunk(images[start : start + self.max_batch]))
+        with self._model_lock:
+            for start in range(0, len(images), self.max_batch):
+                predictions.extend(self._predict_chunk(images[start : start + self.max_batch]))
         return predictions
 
     def _predict_chunk(self, images: np.ndarray) -> list[Prediction]:

@@ -41,6 +41,7 @@ RETRY_PAUSE_S = 1.0
     name=PREDICT_TASK,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_wait_ms / 1000.0,
+    batches_in_flight=settings.batches_in_flight,
     acks_late=True,
 )
 def predict(requests: list[SimpleRequest]) -> None:

@@ -51,18 +51,21 @@ class Watchdog:
 
     def __init__(self, poll_s: float = 0.5):
         self.poll_s = poll_s
-        self._deadline: float | None = None
+        self._deadlines: dict[int, float] = {}  # guarded block -> its deadline
         self._started = False
         self._lock = threading.Lock()
 
     @contextmanager
     def guard(self, hard_limit_s: float) -> Iterator[None]:
         self._start_once()
-        self._deadline = time.monotonic() + hard_limit_s
+        token = object()  # one per guarded block: batches in flight side by side each get one
+        with self._lock:
+            self._deadlines[id(token)] = time.monotonic() + hard_limit_s
         try:
             yield
         finally:
-            self._deadline = None
+            with self._lock:
+                del self._deadlines[id(token)]
 
     def _start_once(self) -> None:
         with self._lock:
@@ -73,7 +76,8 @@ class Watchdog:
     def _watch(self) -> None:
         while True:
             time.sleep(self.poll_s)
-            deadline = self._deadline
+            with self._lock:
+                deadline = min(self._deadlines.values(), default=None)
             if deadline is not None and time.monotonic() > deadline:
                 log.critical("A batch overran its hard time limit; ending the worker process.")
                 logging.shutdown()

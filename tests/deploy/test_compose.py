@@ -217,8 +217,10 @@ def test_workers_run_one_threaded_process_on_the_pneumo_queue(compose):
     assert commands["worker-cpu"] == commands["worker-gpu"]
     command = commands["worker-cpu"]
     assert command[:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    for flag in ("--pool=threads", "--concurrency=1", "--queues=pneumo", "--hostname=worker@%h"):
+    for flag in ("--pool=threads", "--queues=pneumo", "--hostname=worker@%h"):
         assert flag in command
+    # The pool's size is PNEUMO_BATCHES_IN_FLIGHT's (worker.celery_app); a flag would override it.
+    assert not any(flag.startswith(("--concurrency", "-c")) for flag in command)
     for name in WORKERS:
         service = compose["services"][name]
         assert service["environment"]["PNEUMO_REDIS_URL"] == "redis://redis:6379/0"
@@ -248,6 +250,8 @@ def test_gpu_worker_reserves_one_nvidia_gpu(compose):
     # The settings bench/RESULTS.md measured one GPU worker with.
     assert worker["environment"]["PNEUMO_BATCH_SIZE"] == "128"
     assert worker["environment"]["PNEUMO_BROKER_ACK_EMULATION"] == "false"
+    assert worker["environment"]["PNEUMO_BROKER_MULTI_POP"] == "true"
+    assert worker["environment"]["PNEUMO_BATCHES_IN_FLIGHT"] == "2"
     assert worker["build"]["dockerfile"] == "deploy/worker-gpu.Dockerfile"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import WorkerPool, app, worker_command
+from client.cli import app, worker_command
 from tests.support.dicoms import DicomSpec, dicom_file, ramp
 from tests.support.images import phantom_png
 from tests.unit.test_boundaries import modules_loaded_by
@@ -118,7 +118,7 @@ def test_url_comes_from_the_environment(runner, gateway, scans: Path) -> None:
         (["submit"], ["--wait", "--out", "--format", "table|csv|json", "DICOM"]),
         (["status"], ["JOB_ID", "--wait"]),
         (["gateway"], ["--host", "--port", "PNEUMO_"]),
-        (["worker"], ["--concurrency", "--pool", "PNEUMO_MODEL_DIR"]),
+        (["worker"], ["--batches-in-flight", "PNEUMO_BATCHES_IN_FLIGHT", "PNEUMO_MODEL_DIR"]),
         (["synth"], ["--count"]),
         (["train"], ["--data", "--out"]),
         (["evaluate"], ["--model", "--data"]),
@@ -133,10 +133,10 @@ def test_help_of_each_command_stands_alone(runner, command: list[str], mentions:
 
 
 def test_worker_command_is_the_deployed_one() -> None:
-    command = worker_command(WorkerPool.threads, 1, "pneumo", "INFO")
+    command = worker_command("pneumo", "INFO")
     assert command[:3] == [sys.executable, "-m", "celery"]
     assert command[3:] == [
-        "-A", "worker.celery_app", "worker", "--pool=threads", "--concurrency=1", "--queues=pneumo",
+        "-A", "worker.celery_app", "worker", "--pool=threads", "--queues=pneumo",
         "--loglevel=INFO", "--hostname=worker@%h",
     ]  # fmt: skip
 

@@ -122,16 +122,19 @@ def test_sigkill_a_worker_mid_batch_every_job_ends_succeeded_once(
     wait_until(drained, 30, "the queue to hold no copy of any job")
 
 
-def test_without_ack_emulation_a_killed_workers_jobs_come_back_through_the_sweeper(
+def test_a_killed_gpu_style_workers_jobs_come_back_through_the_sweeper(
     fault_api: TestClient, fault_redis: RedisServer, fault_workers: list[WorkerProcess],
     tiny_model_dir: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
-    """PNEUMO_BROKER_ACK_EMULATION=false: kombu keeps no record of delivered messages, so a
-    SIGKILL loses the victim's claimed batch and its prefetched messages outright; the
-    pending-job sweeper must bring every one of them back."""
+    """The GPU worker's settings: with PNEUMO_BROKER_ACK_EMULATION=false kombu keeps no
+    record of delivered messages, so a SIGKILL loses the victim's claimed batches (two in
+    flight) and the messages it prefetched (many per round trip) outright; the pending-job
+    sweeper must bring every one of them back."""
     client, jobs = fault_redis.client(), 40
-    environment = worker_environment(fault_redis.url, tiny_model_dir, **WORKER_SETTINGS,
-                                     PNEUMO_BROKER_ACK_EMULATION="false")  # fmt: skip
+    environment = worker_environment(
+        fault_redis.url, tiny_model_dir, **WORKER_SETTINGS, PNEUMO_BROKER_ACK_EMULATION="false",
+        PNEUMO_BROKER_MULTI_POP="true", PNEUMO_BATCHES_IN_FLIGHT="2",
+    )  # fmt: skip
     alive = [worker for worker in fault_workers if worker.process and worker.process.poll() is None]
     with paused(alive):  # the victim alone takes the jobs
         victim = WorkerProcess(environment, tmp_path / "victim.log", name="fault-noack").start()
@@ -145,6 +148,7 @@ def test_without_ack_emulation_a_killed_workers_jobs_come_back_through_the_sweep
             job_ids = [body["job_id"] for _, body in replies]
             held = freeze_mid_batch(victim, client, job_ids)
             assert client.hlen("unacked") == 0  # no delivery recorded: the setting reached kombu
+            assert client.info("commandstats")["cmdstat_blmpop"]["calls"] > 0
         finally:
             victim.kill(signal.SIGKILL)
     result = finish_and_tally(client, job_ids, timeout_s=2 * VISIBILITY_S + 60)
@@ -344,3 +348,17 @@ def test_hard_time_limit_ends_the_process(work_s: float, exit_code: int) -> None
     finished = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, timeout=20)
     assert finished.returncode == exit_code
     assert time.monotonic() - started < 10
+
+
+def test_hard_time_limit_holds_for_each_of_two_batches_in_flight() -> None:
+    """With two batches in flight, one finishing must not lift the other's hard limit."""
+    program = (
+        "import threading, time\nfrom worker.time_limits import Watchdog\n"
+        "dog = Watchdog(poll_s=0.05)\n"
+        "def stuck():\n    with dog.guard(0.5):\n        time.sleep(30)\n"
+        "threading.Thread(target=stuck, daemon=True).start()\n"
+        "for _ in range(40):\n    with dog.guard(0.5):\n        time.sleep(0.05)\n"
+        "time.sleep(5)\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, timeout=20)
+    assert finished.returncode == 70

@@ -1,6 +1,8 @@
 """Micro-batching against a full queue: a worker that starts behind a backlog buffers more
-than one batch (it prefetches two), yet every model call stays within the batch size and the
-jobs left over from one batch head the next, none stranded. Real Redis and a real worker."""
+than one batch (it prefetches two per batch in flight), yet every model call stays within the
+batch size and the jobs left over from one batch head the next, none stranded. As deployed on
+a CPU, and with the GPU worker's settings (two batches in flight, many messages per Redis
+round trip, no ack emulation). Real Redis and a real worker."""
 
 from __future__ import annotations
 
@@ -19,14 +21,25 @@ BATCH_SIZE = 4
 JOBS = 40
 
 
+GPU_SETTINGS = {
+    "PNEUMO_BATCHES_IN_FLIGHT": "2",
+    "PNEUMO_BROKER_MULTI_POP": "true",
+    "PNEUMO_BROKER_ACK_EMULATION": "false",
+}
+
+
+@pytest.mark.parametrize("settings", [{}, GPU_SETTINGS], ids=["cpu_defaults", "gpu_settings"])
 def test_a_backlog_is_served_in_batches_of_at_most_the_batch_size(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, settings: dict[str, str]
 ) -> None:
     images = [phantom_jpeg(seed=seed, size=160) for seed in range(4)]
     with RedisServer(tmp_path / "redis") as redis:
         drained = drain_queue(redis, tiny_model_dir, images, tmp_path, BATCH_SIZE, JOBS,
-                              name="backlog-worker")  # fmt: skip
+                              name="backlog-worker", settings=settings)  # fmt: skip
+        calls = redis.client().info("commandstats")
     assert drained["worker_jobs"] == JOBS and drained["worker_failed"] == 0
+    if settings:  # the worker received through worker.transport
+        assert "cmdstat_brpop" not in calls and calls["cmdstat_blmpop"]["calls"] < JOBS
     log = (tmp_path / "backlog-worker.log").read_text()
     sizes = [int(size) for size in re.findall(r"Batch of (\d+): \d+ succeeded", log)]
     assert sum(sizes) == JOBS

@@ -108,7 +108,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         command = [
             sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=threads",
-            "--concurrency=1", "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
+            "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
             "--without-mingle", "--queues", self.environment.get("PNEUMO_QUEUE_NAME", "pneumo"),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor

@@ -1,7 +1,11 @@
-"""The model runtime: batch padding, and the GPU options giving the same answers as float32."""
+"""The model runtime: batch padding, the GPU options giving the same answers as float32, and
+one model call at a time."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +54,29 @@ def test_warm_up_compiles_every_bucket(tiny_model_dir: Path) -> None:
     runtime = ModelRuntime.from_directory(tiny_model_dir, max_batch=4)
     assert runtime.warm_up() > 0
     assert len(runtime.predict(np.zeros((3, 64, 64), np.uint8))) == 3
+
+
+def test_model_calls_from_batches_in_flight_take_turns(tiny_model_dir: Path, images) -> None:
+    """PNEUMO_BATCHES_IN_FLIGHT=2 runs two batches in two threads; their model calls must
+    not overlap, or each would run at half speed and hold twice the memory."""
+    runtime = ModelRuntime.from_directory(tiny_model_dir)
+    explain, counter_lock = runtime._explain, threading.Lock()
+    inside, most_inside = 0, 0
+
+    def counted(*arguments):
+        nonlocal inside, most_inside
+        with counter_lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+        try:
+            time.sleep(0.01)  # widens the window in which an overlap would show
+            return explain(*arguments)
+        finally:
+            with counter_lock:
+                inside -= 1
+
+    runtime._explain = counted
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda _: runtime.predict(images), range(8)))
+    assert most_inside == 1
+    assert [len(answer) for answer in answers] == [len(images)] * 8

@@ -1,0 +1,94 @@
+"""`worker.transport` against a real redis-server: many messages per round trip, yet kombu's
+prefetch limit, order, acknowledgement and restore behave as with kombu's own transport."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
+
+from tests.support.processes import RedisServer
+
+MESSAGES = 30
+PREFETCH = 10
+
+
+@pytest.fixture()
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis", appendonly=False) as server:
+        yield server
+
+
+def publish(redis: RedisServer, queue: Queue, count: int) -> None:
+    # kombu's own transport publishes, as the gateway does.
+    with Connection(redis.url) as connection:
+        producer = Producer(connection)
+        for index in range(count):
+            producer.publish({"index": index}, exchange=queue.exchange, routing_key=queue.name,
+                             declare=[queue])  # fmt: skip
+
+
+def receive(connection: Connection) -> None:
+    """Deliver until nothing more comes for a while: the queue is empty, or the prefetch
+    limit is reached and the next pop waits for acknowledgements."""
+    while True:
+        try:
+            connection.drain_events(timeout=0.5)
+        except TimeoutError:
+            return
+
+
+def commands(redis: RedisServer) -> dict[str, int]:
+    stats = redis.client().info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+@pytest.mark.parametrize("ack_emulation", [True, False], ids=["ack_emulation", "no_ack_emulation"])
+def test_a_backlog_arrives_in_few_round_trips_within_the_prefetch_limit_in_order(
+    redis: RedisServer, ack_emulation: bool
+) -> None:
+    queue = Queue("multi-pop", Exchange("multi-pop", type="direct"), routing_key="multi-pop")
+    publish(redis, queue, MESSAGES)
+    redis.client().config_resetstat()
+    received: list[Message] = []
+    options = {"ack_emulation": ack_emulation}
+    with Connection(redis.url, transport="worker.transport:Transport",
+                    transport_options=options) as connection:  # fmt: skip
+        consumer = Consumer(connection, [queue], callbacks=[lambda _, m: received.append(m)])
+        consumer.qos(prefetch_count=PREFETCH)
+        with consumer:
+            receive(connection)
+            # Nothing acknowledged yet: the prefetch limit holds, however many one pop could take.
+            assert len(received) == PREFETCH
+            while len(received) < MESSAGES:
+                for message in received[-PREFETCH:]:
+                    message.ack()
+                receive(connection)
+            for message in received[-PREFETCH:]:
+                message.ack()
+    assert [message.payload["index"] for message in received] == list(range(MESSAGES))
+    calls = commands(redis)
+    assert "brpop" not in calls
+    # One pop per ten messages, plus the pops that found the queue empty (one per wait).
+    assert calls["blmpop"] <= MESSAGES // PREFETCH * 2 + 2, calls
+    assert redis.client().llen("multi-pop") == 0
+
+
+def test_unacknowledged_messages_go_back_to_the_queue_when_the_consumer_closes(
+    redis: RedisServer,
+) -> None:
+    """What a worker's warm shutdown relies on: prefetched, unfinished messages are restored."""
+    queue = Queue("restore", Exchange("restore", type="direct"), routing_key="restore")
+    publish(redis, queue, MESSAGES)
+    received: list[Message] = []
+    with Connection(redis.url, transport="worker.transport:Transport") as connection:
+        consumer = Consumer(connection, [queue], callbacks=[lambda _, m: received.append(m)])
+        consumer.qos(prefetch_count=PREFETCH)
+        with consumer:
+            receive(connection)
+            for message in received[:4]:
+                message.ack()
+    assert len(received) == PREFETCH
+    assert redis.client().llen("restore") == MESSAGES - 4
