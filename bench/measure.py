@@ -77,13 +77,18 @@ def model_ceiling(model_dir: Path, batch_size: int, seconds: float) -> dict[str,
     size = runtime.image_size
     batch = np.random.default_rng(0).integers(0, 255, (batch_size, size, size), dtype=np.uint8)
     single_ms = mean_ms(lambda: runtime.predict(batch[:1]), 20)
-    calls, started = 0, time.perf_counter()
+    calls, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         runtime.predict(batch)
         calls += 1
     elapsed = time.perf_counter() - started
     return {
         "model_ceiling_img_s": round(calls * batch_size / elapsed, 2),
+        # All this process's threads (the model's own pools): the drains' worker CPU per job
+        # compares with it, the difference being what a job costs beside the model.
+        "model_cpu_ms_per_image": round(
+            (time.process_time() - cpu_started) * 1000.0 / (calls * batch_size), 2
+        ),
         "single_image_model_ms": single_ms,
         "batch_size": batch_size,
     }

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, model_ceiling
 from bench.profile import Profiler
-from bench.stack import CpuMeter, gateway_environment, rss_mib, start_worker
+from bench.stack import CpuMeter, cpu_seconds, gateway_environment, rss_mib, start_worker
 from shared.config import Settings
 from shared.imaging import PreprocessParams
 from shared.schemas import Job
@@ -105,15 +105,22 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
     profiler = Profiler(worker.process.pid, profile_path, gil=profile_gil) if profile else None
     if profiler:
         profiler.start()
+    cpu_pids = {"worker": worker.process.pid, "redis": redis.process.pid}
+    cpu_started = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
     try:
         wait_until(lambda: rss.note(client.zcard(store.keys.pending)), 3600, "the queue to drain")
     finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
         breakdown = profiler.stop() if profiler else None
+    cpu_ms_per_job = {
+        name: round((cpu_seconds(pid) - cpu_started[name]) * 1000.0 / jobs, 2)
+        for name, pid in cpu_pids.items()
+    }
     rss_end = rss_mib(worker.process.pid)
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
     records = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
     summary = _drain_summary(records, commands, rss_start, rss_end) | {"profiled": profile}
+    summary["cpu_ms_per_job"] = cpu_ms_per_job
     summary["worker_rss_mib_after_jobs"] = rss.samples
     return summary if breakdown is None else summary | {"worker_profile": breakdown}
 
@@ -333,16 +340,23 @@ def markdown(results: dict) -> str:
 def drains_markdown(results: dict) -> list[str]:
     ceiling = results["ceiling"]["model_ceiling_img_s"]
     lines = ["", "| drain | jobs | img/s | / model ceiling | failed | Redis commands per job | "
-             "worker RSS MiB, start → end |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "CPU ms per job: worker, Redis | worker RSS MiB, start → end |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for section in drains(results):
         drain = results[section]
+        cpu = drain.get("cpu_ms_per_job", {})
         lines.append(
             f"| {section}{' (profiled: slower)' if drain['profiled'] else ''} | "
             f"{drain['worker_jobs']} | {drain['worker_img_s']} | "
             f"{drain['worker_img_s'] / ceiling:.3f} | {drain['worker_failed']} | "
-            f"{drain['redis_commands_per_job']} | "
+            f"{drain['redis_commands_per_job']} | {cpu.get('worker')}, {cpu.get('redis')} | "
             f"{drain['worker_rss_start_mib']} → {drain['worker_rss_end_mib']} |"
         )
+    if "model_cpu_ms_per_image" in results["ceiling"]:
+        lines += ["", "At the ceiling the model alone costs "
+                  f"{results['ceiling']['model_cpu_ms_per_image']} ms of CPU per image; a "
+                  "drain's worker CPU per job beyond that is what a job costs beside the "
+                  "model."]  # fmt: skip
     return lines
 
 

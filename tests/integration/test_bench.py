@@ -25,12 +25,14 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
         assert results[drain]["worker_jobs"] == jobs and results[drain]["worker_failed"] == 0
         assert results[drain]["redis_commands_per_job"] > 0
         assert results[drain]["worker_rss_mib_after_jobs"]  # the RSS trajectory
+        assert results[drain]["cpu_ms_per_job"]["worker"] > 0
     assert "worker_profile" not in results["worker"]  # sampling would slow the figure
     # py-spy may be missing, or refused ptrace (CI containers): then the profile says why.
     for drain in ("worker_profiled", "worker_decoding"):
         profile = results[drain]["worker_profile"]
         assert profile.get("skipped") or list(profile["categories"]) == list(BUSY_CATEGORIES)
     assert results["intake"]["decode_draft_ms"] < results["intake"]["decode_full_ms"]
+    assert results["ceiling"]["model_cpu_ms_per_image"] > 0
     for concurrency in ("1", "8", "32"):
         assert results["e2e"][concurrency]["errors"] == 0
         spent = results["e2e"][concurrency]["cpu_ms"]
