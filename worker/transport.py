@@ -20,12 +20,29 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 BLMPOP = "BLMPOP"
+FIRST_REDIS_WITH_BLMPOP = (7, 0)
 # A backlog is taken this many messages at a time at most, whatever the prefetch limit, so one
 # round trip never hands the consumer more than it turns into requests in a few milliseconds.
 MAX_MESSAGES_PER_POP = 256
 
 
+def has_blmpop(redis_version: str) -> bool:
+    major, minor = (int(part) for part in redis_version.split(".")[:2])
+    return (major, minor) >= FIRST_REDIS_WITH_BLMPOP
+
+
 class Channel(kombu_redis.Channel):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Said once at start-up, instead of an "unknown command" on every poll.
+        version = self.client.info("server")["redis_version"]
+        if not has_blmpop(version):
+            self.close()
+            raise RuntimeError(
+                f"PNEUMO_BROKER_MULTI_POP=true needs Redis 7.0 or later (BLMPOP); the broker "
+                f"runs Redis {version}. Upgrade Redis or set PNEUMO_BROKER_MULTI_POP=false."
+            )
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
             timeout = self.brpop_timeout

@@ -10,6 +10,7 @@ import pytest
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
 from tests.support.processes import RedisServer
+from worker.transport import has_blmpop
 
 MESSAGES = 30
 PREFETCH = 10
@@ -92,3 +93,10 @@ def test_unacknowledged_messages_go_back_to_the_queue_when_the_consumer_closes(
                 message.ack()
     assert len(received) == PREFETCH
     assert redis.client().llen("restore") == MESSAGES - 4
+
+
+def test_a_redis_without_blmpop_is_refused_by_version() -> None:
+    """Redis before 7.0 has no BLMPOP: the worker stops at start-up with a message saying
+    so (Celery: "Unrecoverable error"), instead of failing on every poll."""
+    assert not has_blmpop("6.2.14") and not has_blmpop("5.0.7")
+    assert has_blmpop("7.0.15") and has_blmpop("7.4.1") and has_blmpop("8.0.0")
