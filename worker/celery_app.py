@@ -18,9 +18,10 @@ from shared.queue import enqueue_predict, make_celery
 settings = get_settings()
 app = make_celery(settings, "pneumo-worker")
 # One pool thread per batch in flight. Celery prefetches the multiplier times the pool size:
-# for each batch in flight, that batch and a full next one gathering behind it.
+# two batches' worth at one in flight (the batch and a full next one gathering behind it), six
+# at two, the configuration bench/RESULTS.md measured on a GPU.
 app.conf.worker_concurrency = settings.batches_in_flight
-app.conf.worker_prefetch_multiplier = 2 * settings.batch_size
+app.conf.worker_prefetch_multiplier = (settings.batches_in_flight + 1) * settings.batch_size
 app.conf.include = ["worker.tasks"]
 if settings.broker_multi_pop:
     app.conf.broker_transport = "worker.transport:Transport"
