@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, model_ceiling
 from bench.profile import Profiler
-from bench.stack import CpuMeter, cpu_seconds, gateway_environment, rss_mib, start_worker
+from bench.stack import CpuMeter, gateway_environment, rss_mib, start_worker
 from shared.config import Settings
 from shared.imaging import PreprocessParams
 from shared.schemas import Job
@@ -106,21 +106,18 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
     if profiler:
         profiler.start()
     cpu_pids = {"worker": worker.process.pid, "redis": redis.process.pid}
-    cpu_started = {name: cpu_seconds(pid) for name, pid in cpu_pids.items()}
-    try:
-        wait_until(lambda: rss.note(client.zcard(store.keys.pending)), 3600, "the queue to drain")
-    finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
-        breakdown = profiler.stop() if profiler else None
-    cpu_ms_per_job = {
-        name: round((cpu_seconds(pid) - cpu_started[name]) * 1000.0 / jobs, 2)
-        for name, pid in cpu_pids.items()
-    }
+    with CpuMeter(cpu_pids, load_generator=False) as meter:
+        try:
+            wait_until(lambda: rss.note(client.zcard(store.keys.pending)), 3600,
+                       "the queue to drain")  # fmt: skip
+        finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
+            breakdown = profiler.stop() if profiler else None
     rss_end = rss_mib(worker.process.pid)
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
     records = [job for job in store.load_jobs(job_ids) if job is not None]
     worker.stop()
     summary = _drain_summary(records, commands, rss_start, rss_end) | {"profiled": profile}
-    summary["cpu_ms_per_job"] = cpu_ms_per_job
+    summary["cpu_ms_per_job"] = meter.per_request_ms(jobs)
     summary["worker_rss_mib_after_jobs"] = rss.samples
     return summary if breakdown is None else summary | {"worker_profile": breakdown}
 

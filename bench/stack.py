@@ -20,19 +20,25 @@ class CpuMeter:
     """CPU milliseconds per request, by process, over one load run: where the cores went.
 
     `pids` names the service's processes; the load generator (this process) is measured too,
-    because on one machine it competes with the service for the same cores."""
+    because on one machine it competes with the service for the same cores. A run without
+    load (a drain) leaves it out with `load_generator=False`."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], load_generator: bool = True):
         self.pids = pids
+        self.load_generator = load_generator
 
     def __enter__(self) -> CpuMeter:
-        self._started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        self._started["load generator"] = time.process_time()
+        self._started = self._spent_so_far()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._ended = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        self._ended["load generator"] = time.process_time()
+        self._ended = self._spent_so_far()
+
+    def _spent_so_far(self) -> dict[str, float]:
+        spent = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        if self.load_generator:
+            spent["load generator"] = time.process_time()
+        return spent
 
     def per_request_ms(self, requests: int) -> dict[str, float]:
         spent = {name: (self._ended[name] - self._started[name]) * 1000.0 / requests

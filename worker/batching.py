@@ -46,7 +46,7 @@ class AdaptiveBatches(Batches):
                 super()._do_flush()
 
     def flush(self, requests: Collection[Request]) -> Any:
-        """celery-batches' flush, plus the in-flight flag cleared when the batch returns and
+        """celery-batches' flush, plus the in-flight count lowered when the batch returns and
         the next batch formed at once. At most one batch per call: what was buffered beyond
         it goes back to the buffer for the next batch, instead of running now as a short tail
         call (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""

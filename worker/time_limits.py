@@ -51,7 +51,7 @@ class Watchdog:
 
     def __init__(self, poll_s: float = 0.5):
         self.poll_s = poll_s
-        self._deadlines: dict[int, float] = {}  # guarded block -> its deadline
+        self._deadlines: dict[object, float] = {}  # guarded block -> its deadline
         self._started = False
         self._lock = threading.Lock()
 
@@ -60,12 +60,12 @@ class Watchdog:
         self._start_once()
         token = object()  # one per guarded block: batches in flight side by side each get one
         with self._lock:
-            self._deadlines[id(token)] = time.monotonic() + hard_limit_s
+            self._deadlines[token] = time.monotonic() + hard_limit_s
         try:
             yield
         finally:
             with self._lock:
-                del self._deadlines[id(token)]
+                del self._deadlines[token]
 
     def _start_once(self) -> None:
         with self._lock:

@@ -55,8 +55,9 @@ class Channel(kombu_redis.Channel):
         if self.global_keyprefix:
             keys = [f"{self.global_keyprefix}{key}" for key in keys]
         allowed = self.qos.can_consume_max_estimate()  # None: no prefetch limit
-        count = max(1, min(MAX_MESSAGES_PER_POP if allowed is None else allowed,
-                           MAX_MESSAGES_PER_POP))  # fmt: skip
+        count = MAX_MESSAGES_PER_POP
+        if allowed is not None:
+            count = min(max(allowed, 1), MAX_MESSAGES_PER_POP)
         self._in_poll = self.client.connection
         self._brpop_sent_at = kombu_redis.monotonic()
         self.client.connection.send_command(

@@ -1,8 +1,8 @@
 """Micro-batching against a full queue: a worker that starts behind a backlog buffers more
-than one batch (it prefetches two, six with two in flight), yet every model call stays within the
-batch size and the jobs left over from one batch head the next, none stranded. As deployed on
-a CPU, and with the GPU worker's settings (two batches in flight, many messages per Redis
-round trip, no ack emulation). Real Redis and a real worker."""
+than one batch (it prefetches two, six with two in flight), yet every model call stays
+within the batch size and the jobs left over from one batch head the next, none stranded. As
+deployed on a CPU, and with the GPU worker's settings (two batches in flight, many messages
+per Redis round trip, no ack emulation). Real Redis and a real worker."""
 
 from __future__ import annotations
 
