@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     # second (a GPU: bench/RESULTS.md); a clean shutdown hands prefetched messages back either way.
     broker_ack_emulation: bool = Field(True)
     # The worker receives up to its prefetch limit per Redis round trip (worker.transport,
-    # BLMPOP: Redis 7.0 or later) instead of one message per round trip.
-    broker_multi_pop: bool = Field(False)
+    # BLMPOP: Redis 7.0 or later) instead of one message per round trip. "auto": where the
+    # broker has BLMPOP; true: a worker whose broker lacks it refuses to start.
+    broker_multi_pop: bool | Literal["auto"] = Field("auto")
     # A job started this many times without finishing (its worker died, or its batch could not
     # be written each time) ends failed with code `worker_lost` instead of circling for ever.
     max_deliveries: int = Field(3, gt=0)

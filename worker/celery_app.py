@@ -23,8 +23,11 @@ app = make_celery(settings, "pneumo-worker")
 app.conf.worker_concurrency = settings.batches_in_flight
 app.conf.worker_prefetch_multiplier = (settings.batches_in_flight + 1) * settings.batch_size
 app.conf.include = ["worker.tasks"]
-if settings.broker_multi_pop:
-    app.conf.broker_transport = "worker.transport:Transport"
+# kombu's Redis transport with acknowledgements (and, optionally, fetches) batched.
+app.conf.broker_transport = "worker.transport:Transport"
+app.conf.broker_transport_options = app.conf.broker_transport_options | {
+    "multi_pop": settings.broker_multi_pop
+}
 
 log = logging.getLogger(__name__)
 
