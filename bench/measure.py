@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.imaging import IntakeLimits, PreprocessParams, decode_grayscale, encode_png, preprocess
+from shared.imaging import (
+    IntakeLimits,
+    PreprocessParams,
+    accept_upload,
+    decode_grayscale,
+    encode_png,
+    model_draft_side,
+    preprocess,
+)
 from worker.phantoms import generate_phantom, render_large_jpeg
 
 
@@ -36,11 +44,13 @@ def mean_ms(action: Callable[[], object], repeats: int) -> float:
 
 
 def intake_costs(jpeg_2000px: bytes, params: PreprocessParams, repeats: int) -> dict[str, float]:
-    """ms per image: full decode vs Pillow draft mode; PNG encoding at two zlib levels."""
+    """ms per image: full decode vs Pillow draft mode (at the scale the service decodes);
+    PNG encoding at two zlib levels."""
     from shared.overlay import blend, colourise
 
     limits = IntakeLimits()
-    image = preprocess(decode_grayscale(jpeg_2000px, limits, params.image_size), params)
+    draft_side = model_draft_side(params)
+    image = preprocess(decode_grayscale(jpeg_2000px, limits, draft_side), params)
     cam = np.random.default_rng(0).random((16, 16)).astype(np.float32)
     return {
         "jpeg_bytes": len(jpeg_2000px),
@@ -48,7 +58,7 @@ def intake_costs(jpeg_2000px: bytes, params: PreprocessParams, repeats: int) -> 
             lambda: preprocess(decode_grayscale(jpeg_2000px, limits), params), repeats
         ),  # fmt: skip
         "decode_draft_ms": mean_ms(
-            lambda: preprocess(decode_grayscale(jpeg_2000px, limits, params.image_size), params),
+            lambda: preprocess(decode_grayscale(jpeg_2000px, limits, draft_side), params),
             repeats,
         ),
         "render_png_level1_ms": mean_ms(
@@ -66,6 +76,18 @@ def intake_costs(jpeg_2000px: bytes, params: PreprocessParams, repeats: int) -> 
             repeats * 5,
         ),
     }
+
+
+def intake_cpu_ms_per_film(films: list[bytes], params: PreprocessParams, repeats: int = 2) -> float:
+    """CPU ms per film of what every upload costs before the model, whichever process pays
+    it: the gateway's decode-once (`accept_upload`: draft-mode decode and preprocessing)."""
+    limits = IntakeLimits()
+    accept_upload(films[0], limits, params)
+    started = time.process_time()
+    for _ in range(repeats):
+        for film in films:
+            accept_upload(film, limits, params)
+    return round((time.process_time() - started) * 1000.0 / (repeats * len(films)), 3)
 
 
 def model_ceiling(model_dir: Path, batch_size: int, seconds: float) -> dict[str, float]:

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.load import run_load
-from bench.measure import benchmark_jpegs, intake_costs, model_ceiling
+from bench.measure import benchmark_jpegs, intake_costs, intake_cpu_ms_per_film, model_ceiling
 from bench.profile import Profiler
 from bench.stack import CpuMeter, gateway_environment, rss_mib, start_worker
 from shared.config import Settings
@@ -184,8 +185,10 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     images = benchmark_jpegs(plan.distinct_images, sides=plan.jpeg_sides)
     results = PrintedAsMeasured()
     results["plan"] = plan.__dict__ | {"requests": {str(k): v for k, v in plan.requests.items()}}
+    preprocessing = _preprocessing(model_dir)
     results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
-                                     _preprocessing(model_dir), repeats=10)  # fmt: skip
+                                     preprocessing, repeats=10)  # fmt: skip
+    results["intake"]["cpu_ms_per_benchmark_film"] = intake_cpu_ms_per_film(images, preprocessing)
     results["ceiling"] = model_ceiling(model_dir, plan.batch_size, plan.ceiling_seconds)
     with RedisServer(workdir / "redis") as redis:
         drain = functools.partial(drain_queue, redis, model_dir, images, workdir,
@@ -203,6 +206,7 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
                 redis, model_dir, images, plan, workdir
             )
     results["ratios"] = ratios(results)
+    results["bounds"] = bounds(results)
     return results
 
 
@@ -282,6 +286,24 @@ def ratios(results: dict) -> dict[str, float]:
     }
 
 
+def bounds(results: dict) -> dict[str, float]:
+    """What end to end could reach at best on this machine, as a fraction of the ceiling: every
+    core busy with nothing but each image's intake (decode, preprocessing) and model CPU, and
+    no HTTP, Redis, Celery or load generator at all. A target above it is out of any service's
+    reach here; where the model is cheap beside a JPEG decode (a small CPU model), it is."""
+    cores = len(os.sched_getaffinity(0))
+    ceiling = results["ceiling"]
+    per_image_ms = (
+        ceiling["model_cpu_ms_per_image"] + results["intake"]["cpu_ms_per_benchmark_film"]
+    )
+    best_img_s = cores * 1000.0 / per_image_ms
+    return {
+        "cores": cores,
+        "e2e_best_img_s": round(best_img_s, 1),
+        "e2e_over_ceiling_at_most": round(best_img_s / ceiling["model_ceiling_img_s"], 3),
+    }
+
+
 def drains(results: dict) -> list[str]:
     """The sections that timed a worker draining a queue: `worker`, then the extra ones."""
     return [name for name, value in results.items()
@@ -302,6 +324,13 @@ def markdown(results: dict) -> str:
         op, bound = TARGETS[name]
         met = value >= bound if op == ">=" else value <= bound
         lines.append(f"| {name} | {value} | {op} {bound} | {'yes' if met else 'NO'} |")
+    if "bounds" in results:
+        limit, intake = results["bounds"], results["intake"]
+        lines += ["", f"At best, end to end reaches {limit['e2e_over_ceiling_at_most']} × the "
+                  f"model ceiling on this machine ({limit['e2e_best_img_s']} img/s): "
+                  f"{limit['cores']} cores doing nothing but "
+                  f"{results['ceiling']['model_cpu_ms_per_image']} ms of model and "
+                  f"{intake['cpu_ms_per_benchmark_film']} ms of intake CPU per image."]  # fmt: skip
     lines += ["", "| measurement | value |", "|---|---|"]
     for section in (name for name in ("intake", "ceiling", "sync_baseline") if name in results):
         lines += [f"| {section}.{key} | {value} |" for key, value in results[section].items()

@@ -16,11 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
-    plan = Plan(distinct_images=4, drain_jobs=16, requests={1: 4, 8: 8, 32: 32},
+    # Drains long enough to take several clock ticks of CPU (the per-job CPU reads /proc).
+    plan = Plan(distinct_images=4, drain_jobs=64, requests={1: 4, 8: 8, 32: 32},
                 baseline_requests=16, ceiling_seconds=1.0, profile=True, worker_decode_jobs=8,
                 worker_variants={"big": {"PNEUMO_BATCH_SIZE": "32"}}, rounds=2)  # fmt: skip
     results = run_benchmark(plan, tiny_model_dir)
-    drains = {"worker": 16, "worker_profiled": 16, "worker_big": 16, "worker_decoding": 8}
+    drains = {"worker": 64, "worker_profiled": 64, "worker_big": 64, "worker_decoding": 8}
     for drain, jobs in drains.items():
         assert results[drain]["worker_jobs"] == jobs and results[drain]["worker_failed"] == 0
         assert results[drain]["redis_commands_per_job"] > 0
@@ -33,6 +34,8 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
         assert profile.get("skipped") or list(profile["categories"]) == list(BUSY_CATEGORIES)
     assert results["intake"]["decode_draft_ms"] < results["intake"]["decode_full_ms"]
     assert results["ceiling"]["model_cpu_ms_per_image"] > 0
+    assert results["intake"]["cpu_ms_per_benchmark_film"] > 0
+    assert 0 < results["bounds"]["e2e_over_ceiling_at_most"]
     for concurrency in ("1", "8", "32"):
         assert results["e2e"][concurrency]["errors"] == 0
         spent = results["e2e"][concurrency]["cpu_ms"]
@@ -51,4 +54,5 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
     }
     table = markdown(results)
     assert "worker_over_ceiling" in table and "| 32 |" in table
+    assert "At best, end to end reaches" in table
     assert "Worker profile" in table and "CPU ms per image, by process" in table
