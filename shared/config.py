@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     # slowest batch, or a healthy worker's job is delivered twice.
     visibility_timeout_s: int = Field(300, gt=0)
     # kombu records each delivered message in Redis and deletes the record on acknowledgement
-    # (two more round trips per job, in the thread that receives every message), so that a
-    # killed worker's prefetched messages come back after the visibility timeout. Off, the
+    # (worker.transport writes both once per fetch and once per batch, not per message), so
+    # that a killed worker's prefetched messages come back after the visibility timeout. Off, the
     # pending-job sweeper (worker.recovery) alone brings them back, after the same timeout
     # counted from when the job was queued. Off pays where one worker takes 1,000+ jobs a
     # second (a GPU: bench/RESULTS.md); a clean shutdown hands prefetched messages back either way.
