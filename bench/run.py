@@ -158,8 +158,11 @@ def _drain_summary(jobs: list[Job], commands: int, rss_start: float, rss_end: fl
     first = min(job.started_at for job in jobs if job.started_at)
     last = max(job.finished_at for job in jobs if job.finished_at)
     seconds = (last - first).total_seconds()
+    # Each job records its share of its batch's model call, so the sum is the model's time.
+    model_s = sum(job.timings_ms.get("model", 0.0) for job in jobs) / 1000.0
     return {
         "worker_img_s": round(len(jobs) / seconds, 2),
+        "model_busy_share": round(model_s / seconds, 3),
         "worker_jobs": len(jobs),
         "worker_failed": sum(job.status.value == "failed" for job in jobs),
         "redis_commands_per_job": round(commands / len(jobs), 2),

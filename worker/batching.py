@@ -8,8 +8,14 @@ fewer than `batches_in_flight` are running: it then takes what was buffered, up 
 size, and the rest waits in the buffer for the batch after. Idle, a job waits at most one
 flush interval; busy, batches grow by themselves to the batch size.
 
-When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
-the next timer tick (up to `flush_interval` of idle model per batch). Acknowledgements cost
+A batch is due when it is full, or when its oldest job has waited long enough: the flush
+interval (`PNEUMO_BATCH_WAIT_MS`, 10 ms) while jobs come one at a time (the previous batch was
+a single job: a lone client waits no longer than that), and `busy_flush_interval`
+(`PNEUMO_BATCH_BUSY_WAIT_MS`, 50 ms) while they keep coming. A worker faster than its
+arrivals would otherwise run a batch of one or two every few milliseconds, and on a CPU a
+batch of one costs 40 % more model CPU per image than a batch of eight, CPU the gateway
+decoding the next uploads on the same cores needs (bench/RESULTS.md). When a batch returns,
+the next is formed at once if it is due, not at the next timer tick. Acknowledgements cost
 the model nothing: Celery schedules them on the consumer's event loop.
 
 `batches_in_flight` (`PNEUMO_BATCHES_IN_FLIGHT`, one pool thread each) is 1 by default. At 2,
@@ -21,7 +27,8 @@ not on a CPU, where the model already has every core (bench/RESULTS.md).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from celery.worker.request import Request
@@ -29,21 +36,58 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
 
+def batch_is_due(buffered: int, batch_size: int, oldest_wait_s: float, previous_batch: int,
+                 wait_s: float, busy_wait_s: float, tick_s: float) -> bool:  # fmt: skip
+    """Full, or its oldest job has waited `wait_s` (the previous batch was a single job) or
+    `busy_wait_s` (it was more). Checked on timer ticks `tick_s` apart, so a wait counts as
+    done within half a tick of its end rather than a whole tick later."""
+    if buffered == 0:
+        return False
+    if buffered >= batch_size:
+        return True
+    wait = wait_s if previous_batch <= 1 else max(wait_s, busy_wait_s)
+    return oldest_wait_s >= wait - tick_s / 2
+
+
 class AdaptiveBatches(Batches):
     abstract = True
     batches_in_flight = 1
+    busy_flush_interval = 0.05  # seconds
 
     def __init__(self) -> None:
         super().__init__()
         self._in_flight = 0
         # The consumer's timer and a returning batch can both try to flush: one at a time.
         self._flush_lock = threading.Lock()
+        self._oldest_arrival = 0.0  # when the buffer last went from empty to not
+        self._previous_batch = 0
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable:
+        buffer_message = super().Strategy(task, app, consumer)
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            # Approximate where a flush runs concurrently (a returning batch): the job then
+            # counts as older than it is, and is batched sooner, never later.
+            if self._buffer.empty():
+                self._oldest_arrival = time.monotonic()
+            buffer_message(*args, **kwargs)
+
+        return on_message
 
     def _do_flush(self) -> None:
         # A returning batch flushes again; the timer keeps ticking meanwhile.
         with self._flush_lock:
-            while self._in_flight < self.batches_in_flight and not self._buffer.empty():
+            if self._buffer.empty():
+                super()._do_flush()  # nothing to batch: celery-batches stops its timer
+            while self._in_flight < self.batches_in_flight and self._batch_is_due():
                 super()._do_flush()
+
+    def _batch_is_due(self) -> bool:
+        return batch_is_due(
+            self._buffer.qsize(), self.flush_every, time.monotonic() - self._oldest_arrival,
+            self._previous_batch, self.flush_interval, self.busy_flush_interval,
+            tick_s=self.flush_interval,
+        )  # fmt: skip
 
     def flush(self, requests: Collection[Request]) -> Any:
         """celery-batches' flush, plus the in-flight count lowered when the batch returns and
@@ -54,6 +98,7 @@ class AdaptiveBatches(Batches):
         for request in requests[self.flush_every :]:
             self._buffer.put(request)
         requests = requests[: self.flush_every]
+        self._previous_batch = len(requests)
         acks_late = [request for request in requests if request.task.acks_late]
         acks_early = [request for request in requests if not request.task.acks_late]
         serializable = ([SimpleRequest.from_request(request) for request in requests],)
