@@ -8,15 +8,13 @@ fewer than `batches_in_flight` are running: it then takes what was buffered, up 
 size, and the rest waits in the buffer for the batch after. Idle, a job waits at most one
 flush interval; busy, batches grow by themselves to the batch size.
 
-A batch is due when it is full, or when its oldest job has waited long enough: the flush
-interval (`PNEUMO_BATCH_WAIT_MS`, 10 ms) while jobs come one at a time (the previous batch was
-a single job: a lone client waits no longer than that), and `busy_flush_interval`
-(`PNEUMO_BATCH_BUSY_WAIT_MS`, 50 ms) while they keep coming. A worker faster than its
-arrivals would otherwise run a batch of one or two every few milliseconds, and on a CPU a
-batch of one costs 40 % more model CPU per image than a batch of eight, CPU the gateway
-decoding the next uploads on the same cores needs (bench/RESULTS.md). When a batch returns,
-the next is formed at once if it is due, not at the next timer tick. Acknowledgements cost
-the model nothing: Celery schedules them on the consumer's event loop.
+A batch is due when it is full, or when its oldest job has waited the flush interval
+(`PNEUMO_BATCH_WAIT_MS`, 10 ms) for batch-mates, also when the previous batch returns: a
+worker faster than its arrivals would otherwise take whatever came during the last batch,
+often one or two jobs, every few milliseconds, and on a CPU a batch of one costs 40 % more
+model CPU per image than a batch of eight. That is CPU the gateway needs, on the same cores,
+to decode the next uploads (bench/RESULTS.md). A lone job still waits one interval at most.
+Acknowledgements cost the model nothing: Celery schedules them on the consumer's event loop.
 
 `batches_in_flight` (`PNEUMO_BATCHES_IN_FLIGHT`, one pool thread each) is 1 by default. At 2,
 one batch reads and writes Redis while another is in the model (`ModelRuntime.predict` runs
@@ -36,23 +34,19 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
 
-def batch_is_due(buffered: int, batch_size: int, oldest_wait_s: float, previous_batch: int,
-                 wait_s: float, busy_wait_s: float, tick_s: float) -> bool:  # fmt: skip
-    """Full, or its oldest job has waited `wait_s` (the previous batch was a single job) or
-    `busy_wait_s` (it was more). Checked on timer ticks `tick_s` apart, so a wait counts as
-    done within half a tick of its end rather than a whole tick later."""
+def batch_is_due(buffered: int, batch_size: int, oldest_wait_s: float, wait_s: float,
+                 tick_s: float) -> bool:  # fmt: skip
+    """Full, or its oldest job has waited `wait_s` for batch-mates. Checked on timer ticks
+    `tick_s` apart, so a wait counts as done within half a tick of its end rather than a
+    whole tick later."""
     if buffered == 0:
         return False
-    if buffered >= batch_size:
-        return True
-    wait = wait_s if previous_batch <= 1 else max(wait_s, busy_wait_s)
-    return oldest_wait_s >= wait - tick_s / 2
+    return buffered >= batch_size or oldest_wait_s >= wait_s - tick_s / 2
 
 
 class AdaptiveBatches(Batches):
     abstract = True
     batches_in_flight = 1
-    busy_flush_interval = 0.05  # seconds
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,7 +54,6 @@ class AdaptiveBatches(Batches):
         # The consumer's timer and a returning batch can both try to flush: one at a time.
         self._flush_lock = threading.Lock()
         self._oldest_arrival = 0.0  # when the buffer last went from empty to not
-        self._previous_batch = 0
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable:
         buffer_message = super().Strategy(task, app, consumer)
@@ -83,22 +76,19 @@ class AdaptiveBatches(Batches):
                 super()._do_flush()
 
     def _batch_is_due(self) -> bool:
-        return batch_is_due(
-            self._buffer.qsize(), self.flush_every, time.monotonic() - self._oldest_arrival,
-            self._previous_batch, self.flush_interval, self.busy_flush_interval,
-            tick_s=self.flush_interval,
-        )  # fmt: skip
+        oldest_wait_s = time.monotonic() - self._oldest_arrival
+        return batch_is_due(self._buffer.qsize(), self.flush_every, oldest_wait_s,
+                            self.flush_interval, tick_s=self.flush_interval)  # fmt: skip
 
     def flush(self, requests: Collection[Request]) -> Any:
         """celery-batches' flush, plus the in-flight count lowered when the batch returns and
-        the next batch formed at once. At most one batch per call: what was buffered beyond
+        the next batch formed as soon as it is due. At most one batch per call: what was buffered beyond
         it goes back to the buffer for the next batch, instead of running now as a short tail
         call (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
         requests = list(requests)
         for request in requests[self.flush_every :]:
             self._buffer.put(request)
         requests = requests[: self.flush_every]
-        self._previous_batch = len(requests)
         acks_late = [request for request in requests if request.task.acks_late]
         acks_early = [request for request in requests if not request.task.acks_late]
         serializable = ([SimpleRequest.from_request(request) for request in requests],)

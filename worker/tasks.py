@@ -2,8 +2,7 @@
 
 `pneumo.predict` is an adaptive celery-batches task (`worker.batching`): while the model is busy
 the worker keeps buffering messages, and the next batch takes what was buffered; a batch not
-yet full waits for batch-mates `PNEUMO_BATCH_WAIT_MS` while jobs come one at a time and
-`PNEUMO_BATCH_BUSY_WAIT_MS` while they keep coming. One model call serves a whole batch.
+yet full waits `PNEUMO_BATCH_WAIT_MS` for batch-mates. One model call serves a whole batch.
 
 Delivery is at least once. Messages are acknowledged after the batch returns (late acks); a
 worker that dies first leaves them unacknowledged in Redis, and another worker gets them after
@@ -42,7 +41,6 @@ RETRY_PAUSE_S = 1.0
     name=PREDICT_TASK,
     flush_every=settings.batch_size,
     flush_interval=settings.batch_wait_ms / 1000.0,
-    busy_flush_interval=settings.batch_busy_wait_ms / 1000.0,
     batches_in_flight=settings.batches_in_flight,
     acks_late=True,
 )

@@ -1,40 +1,33 @@
-"""When a micro-batch is due (`worker.batching.batch_is_due`): full at once; otherwise after
-the short wait while jobs come one at a time, and after the longer one while they keep coming.
-The worker's batching under a real queue is tested in tests/integration/test_micro_batching.py.
-"""
+"""When a micro-batch is due (`worker.batching.batch_is_due`): at once when full, otherwise
+once its oldest job has waited for batch-mates. The worker's batching under a real queue is
+tested in tests/integration/test_micro_batching.py."""
 
 from __future__ import annotations
 
 from worker.batching import batch_is_due
 
 BATCH = 16
-WAIT_S, BUSY_WAIT_S, TICK_S = 0.010, 0.050, 0.010
+WAIT_S = TICK_S = 0.010
 
 
-def due(buffered: int, oldest_wait_s: float, previous_batch: int) -> bool:
-    return batch_is_due(buffered, BATCH, oldest_wait_s, previous_batch, WAIT_S, BUSY_WAIT_S,
-                        TICK_S)  # fmt: skip
+def due(buffered: int, oldest_wait_s: float) -> bool:
+    return batch_is_due(buffered, BATCH, oldest_wait_s, WAIT_S, TICK_S)
 
 
-def test_an_empty_buffer_is_never_due_and_a_full_one_always() -> None:
-    assert not due(0, oldest_wait_s=10.0, previous_batch=1)
-    assert due(BATCH, oldest_wait_s=0.0, previous_batch=BATCH)
-    assert due(BATCH + 5, oldest_wait_s=0.0, previous_batch=1)
+def test_an_empty_buffer_is_never_due_and_a_full_one_at_once() -> None:
+    assert not due(0, oldest_wait_s=10.0)
+    assert due(BATCH, oldest_wait_s=0.0) and due(BATCH + 5, oldest_wait_s=0.0)
 
 
-def test_a_lone_job_after_a_lone_job_waits_the_short_wait_only() -> None:
-    """A client alone with the service: its job is batched at the first tick, 10 ms on."""
-    assert not due(1, oldest_wait_s=0.002, previous_batch=1)
-    assert due(1, oldest_wait_s=0.0099, previous_batch=1)  # the tick came a little early
-    assert due(1, oldest_wait_s=0.010, previous_batch=0)  # the worker's first batch
+def test_a_partial_batch_waits_for_batch_mates_then_goes() -> None:
+    """What arrived while the previous batch ran (often a job or two) is not sent to the model
+    alone at once: a batch of one costs far more CPU per image."""
+    assert not due(2, oldest_wait_s=0.001)
+    assert due(2, oldest_wait_s=0.010) and due(1, oldest_wait_s=0.5)
 
 
-def test_while_jobs_keep_coming_a_partial_batch_waits_the_longer_wait() -> None:
-    assert not due(5, oldest_wait_s=0.030, previous_batch=6)
-    assert due(5, oldest_wait_s=0.046, previous_batch=6)
-    assert due(1, oldest_wait_s=0.050, previous_batch=2)
-
-
-def test_a_busy_wait_set_below_the_short_wait_never_shortens_it() -> None:
-    assert not batch_is_due(3, BATCH, 0.004, 8, wait_s=0.010, busy_wait_s=0.0, tick_s=TICK_S)
-    assert batch_is_due(3, BATCH, 0.006, 8, wait_s=0.010, busy_wait_s=0.0, tick_s=TICK_S)
+def test_a_tick_that_comes_a_little_early_still_ends_the_wait() -> None:
+    """The timer ticks every WAIT_S from a job's arrival; one a few microseconds early must not
+    make the job wait a whole second interval."""
+    assert due(1, oldest_wait_s=WAIT_S - 0.0001)
+    assert not due(1, oldest_wait_s=WAIT_S / 2 - 0.0001)
