@@ -82,9 +82,10 @@ class AdaptiveBatches(Batches):
 
     def flush(self, requests: Collection[Request]) -> Any:
         """celery-batches' flush, plus the in-flight count lowered when the batch returns and
-        the next batch formed as soon as it is due. At most one batch per call: what was buffered beyond
-        it goes back to the buffer for the next batch, instead of running now as a short tail
-        call (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
+        the next batch formed as soon as it is due. At most one batch per call: what was
+        buffered beyond it goes back to the buffer for the next batch, instead of running now
+        as a short tail call (on a CPU, a call of 3 images costs a fifth more per image than a
+        call of 16)."""
         requests = list(requests)
         for request in requests[self.flush_every :]:
             self._buffer.put(request)
