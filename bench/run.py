@@ -369,8 +369,8 @@ def markdown(results: dict) -> str:
 def drains_markdown(results: dict) -> list[str]:
     ceiling = results["ceiling"]["model_ceiling_img_s"]
     lines = ["", "| drain | jobs | img/s | / model ceiling | failed | Redis commands per job | "
-             "CPU ms per job: worker, Redis | worker RSS MiB, start → end |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "CPU ms per job: worker, Redis | model busy | worker RSS MiB, start → end |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for section in drains(results):
         drain = results[section]
         cpu = drain.get("cpu_ms_per_job", {})
@@ -379,13 +379,18 @@ def drains_markdown(results: dict) -> list[str]:
             f"{drain['worker_jobs']} | {drain['worker_img_s']} | "
             f"{drain['worker_img_s'] / ceiling:.3f} | {drain['worker_failed']} | "
             f"{drain['redis_commands_per_job']} | {cpu.get('worker')}, {cpu.get('redis')} | "
+            f"{drain['model_busy_share']} | "
             f"{drain['worker_rss_start_mib']} → {drain['worker_rss_end_mib']} |"
         )
     if "model_cpu_ms_per_image" in results["ceiling"]:
-        lines += ["", "At the ceiling the model alone costs "
-                  f"{results['ceiling']['model_cpu_ms_per_image']} ms of CPU per image; a "
-                  "drain's worker CPU per job beyond that is what a job costs beside the "
-                  "model."]  # fmt: skip
+        model_cpu = results["ceiling"]["model_cpu_ms_per_image"]
+        note = (
+            f"At the ceiling the model alone costs {model_cpu} ms of CPU per image; a drain's "
+            "worker CPU per job beyond that is what a job costs beside the model. Model busy: "
+            "the share of the drain's time the model was computing (with two batches in "
+            "flight, waiting for the other's call counts too)."
+        )
+        lines += ["", note]
     return lines
 
 

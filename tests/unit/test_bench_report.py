@@ -8,8 +8,8 @@ from bench.run import drains, markdown, median_round, ratios
 
 def drain(img_s: float, profiled: bool = False) -> dict:
     return {"worker_img_s": img_s, "worker_jobs": 5000, "worker_failed": 0,
-            "redis_commands_per_job": 15.1, "worker_rss_start_mib": 1598.6,
-            "worker_rss_end_mib": 1610.4, "profiled": profiled,
+            "redis_commands_per_job": 15.1, "model_busy_share": 0.81,
+            "worker_rss_start_mib": 1598.6, "worker_rss_end_mib": 1610.4, "profiled": profiled,
             "cpu_ms_per_job": {"worker": 2.31, "redis": 0.42}}  # fmt: skip
 
 
@@ -31,7 +31,7 @@ def test_a_drains_only_run_reports_every_drain_against_the_ceiling() -> None:
     assert drains(RESULTS) == ["worker", "worker_profiled", "worker_ack"]
     assert ratios(RESULTS) == {"worker_over_ceiling": 0.2}
     table = markdown(RESULTS | {"ratios": ratios(RESULTS)})
-    row = "| worker_ack | 5000 | 720.0 | 0.060 | 0 | 15.1 | 2.31, 0.42 | 1598.6 → 1610.4 |"
+    row = "| worker_ack | 5000 | 720.0 | 0.060 | 0 | 15.1 | 2.31, 0.42 | 0.81 | 1598.6 → 1610.4 |"
     assert row in table
     assert "the model alone costs 0.3 ms of CPU per image" in table
     assert "| worker_profiled (profiled: slower) |" in table
