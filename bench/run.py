@@ -40,7 +40,7 @@ class Plan:
     drain_jobs: int
     requests: dict[int, int]  # concurrency -> requests
     baseline_requests: int
-    ceiling_seconds: float
+    ceiling_seconds: float  # the model ceiling's run, in all: split between the rounds
     batch_size: int = 16
     profile: bool = False  # py-spy a second drain: what the worker spends its time on
     profile_gil: bool = False  # that profile samples only the GIL's holder (see bench.profile)
@@ -51,9 +51,10 @@ class Plan:
     # More drains, each with a worker started with these settings on top: name -> environment.
     worker_variants: dict[str, dict[str, str]] = field(default_factory=dict)
     http: bool = True  # False: drains only, no end-to-end or synchronous-baseline runs
-    # The two runs the headline ratio compares (end to end at COMPARED_CONCURRENCY, and the
-    # synchronous baseline) take turns this many times with both servers up, and each side
-    # reports its median round: a slow minute on a shared machine then falls on both sides.
+    # The runs each headline ratio compares take turns this many times: the model ceiling and
+    # the worker's drain, then end to end at COMPARED_CONCURRENCY and the synchronous baseline
+    # (both servers up). Each pair reports its median round: a slow minute on a shared
+    # machine then falls on both sides of a ratio, or on one round of several.
     rounds: int = 1
 
     @classmethod
@@ -192,11 +193,20 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
                                      preprocessing, repeats=10)  # fmt: skip
     results["intake"]["cpu_ms_per_benchmark_film"] = intake_cpu_ms_per_film(images, preprocessing)
-    results["ceiling"] = model_ceiling(model_dir, plan.batch_size, plan.ceiling_seconds)
     with RedisServer(workdir / "redis") as redis:
         drain = functools.partial(drain_queue, redis, model_dir, images, workdir,
                                   plan.batch_size, profile_gil=plan.profile_gil)  # fmt: skip
-        results["worker"] = drain(plan.drain_jobs)
+        rounds = []
+        for round_ in range(1, plan.rounds + 1):
+            seconds = plan.ceiling_seconds / plan.rounds
+            ceiling = model_ceiling(model_dir, plan.batch_size, seconds)
+            worker = drain(plan.drain_jobs, name=f"bench-worker-{round_}")
+            rounds.append({"ceiling": ceiling, "worker": worker})
+            print(f"[bench] round {round_}: ceiling {ceiling['model_ceiling_img_s']} img/s, "
+                  f"worker {worker['worker_img_s']} img/s", file=sys.stderr)  # fmt: skip
+        median = median_worker_round(rounds)
+        results["ceiling"], results["worker"] = median["ceiling"], median["worker"]
+        results["worker_rounds"] = [_worker_round_summary(round_) for round_ in rounds]
         if plan.profile:
             results["worker_profiled"] = drain(plan.drain_jobs, profile=True, name="profiled")
         for variant, settings in plan.worker_variants.items():
@@ -261,6 +271,23 @@ def _timed_load(url: str, images: list[bytes], count: int, concurrency: int,
     with CpuMeter(pids) as meter:
         load = run_load(url, _cycle(images, count), concurrency, synchronous)
     return load.summary() | {"cpu_ms": meter.per_request_ms(count)}
+
+
+def median_worker_round(rounds: list[dict]) -> dict:
+    """The (ceiling, drain) round of median worker/ceiling ratio, the lower middle one of an
+    even count: its two figures come from the same minutes."""
+    ranked = sorted(rounds, key=_worker_over_ceiling)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _worker_over_ceiling(round_: dict) -> float:
+    return round_["worker"]["worker_img_s"] / round_["ceiling"]["model_ceiling_img_s"]
+
+
+def _worker_round_summary(round_: dict) -> dict[str, float]:
+    return {"model_ceiling_img_s": round_["ceiling"]["model_ceiling_img_s"],
+            "worker_img_s": round_["worker"]["worker_img_s"],
+            "worker_over_ceiling": round(_worker_over_ceiling(round_), 3)}  # fmt: skip
 
 
 def median_round(rounds: list[dict]) -> dict:
@@ -353,6 +380,14 @@ def markdown(results: dict) -> str:
             lines += ["", f"End to end @32 and the synchronous baseline took turns {len(rounds)} "
                       f"times (img/s): {rounds} and {results['sync_baseline']['rounds_img_s']}; "
                       "each row above is its median round."]  # fmt: skip
+    worker_rounds = results.get("worker_rounds", [])
+    if len(worker_rounds) > 1:
+        lines += ["", f"The model ceiling and the worker's drain took turns {len(worker_rounds)} "
+                  "times: worker / ceiling "
+                  f"{[round_['worker_over_ceiling'] for round_ in worker_rounds]} (img/s: "
+                  f"{[round_['worker_img_s'] for round_ in worker_rounds]} / "
+                  f"{[round_['model_ceiling_img_s'] for round_ in worker_rounds]}); the "
+                  "figures above are the median round's."]  # fmt: skip
     samples = results["worker"].get("worker_rss_mib_after_jobs", {})
     if samples:
         trajectory = ", ".join(f"{jobs}: {mib}" for jobs, mib in samples.items())

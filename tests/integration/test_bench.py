@@ -42,6 +42,11 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
         assert set(spent) == {"gateway", "worker", "redis", "load generator", "total"}
         assert spent["gateway"] > 0 and spent["worker"] > 0
     assert results["sync_baseline"]["errors"] == 0
+    # The ceiling and the drain took turns twice: the median round is reported, and each.
+    assert [set(round_) for round_ in results["worker_rounds"]] == 2 * [
+        {"model_ceiling_img_s", "worker_img_s", "worker_over_ceiling"}
+    ]
+    assert "took turns 2 times: worker / ceiling" in markdown(results)
     # The compared pair took turns twice; each reports its median round and both rounds.
     for compared in (results["e2e"]["32"], results["sync_baseline"]):
         assert len(compared["rounds_img_s"]) == 2 and compared["img_s"] in compared["rounds_img_s"]
