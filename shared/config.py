@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(0, ge=0, description="0: two (one model call at a time).")
 
     batch_size: int = Field(16, gt=0)
-    # How long a batch not yet full waits for batch-mates (worker.batching).
     batch_wait_ms: int = Field(10, ge=0)
     # Batches a worker runs side by side, one pool thread each (worker.batching): at 2, one
     # reads and writes Redis while the other is in the model. Model calls still take turns.

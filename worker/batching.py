@@ -8,13 +8,9 @@ fewer than `batches_in_flight` are running: it then takes what was buffered, up 
 size, and the rest waits in the buffer for the batch after. Idle, a job waits at most one
 flush interval; busy, batches grow by themselves to the batch size.
 
-A batch is due when it is full, or when its oldest job has waited the flush interval
-(`PNEUMO_BATCH_WAIT_MS`, 10 ms) for batch-mates, also when the previous batch returns: a
-worker faster than its arrivals would otherwise take whatever came during the last batch,
-often one or two jobs, every few milliseconds, and on a CPU a batch of one costs 40 % more
-model CPU per image than a batch of eight. That is CPU the gateway needs, on the same cores,
-to decode the next uploads (bench/RESULTS.md). A lone job still waits one interval at most.
-Acknowledgements cost the model nothing: Celery schedules them on the consumer's event loop.
+When a batch returns, the next one is formed at once from what was buffered meanwhile, not at
+the next timer tick (up to `flush_interval` of idle model per batch). Acknowledgements cost
+the model nothing: Celery schedules them on the consumer's event loop.
 
 `batches_in_flight` (`PNEUMO_BATCHES_IN_FLIGHT`, one pool thread each) is 1 by default. At 2,
 one batch reads and writes Redis while another is in the model (`ModelRuntime.predict` runs
@@ -25,23 +21,12 @@ not on a CPU, where the model already has every core (bench/RESULTS.md).
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
-
-
-def batch_is_due(buffered: int, batch_size: int, oldest_wait_s: float, wait_s: float,
-                 tick_s: float) -> bool:  # fmt: skip
-    """Full, or its oldest job has waited `wait_s` for batch-mates. Checked on timer ticks
-    `tick_s` apart, so a wait counts as done within half a tick of its end rather than a
-    whole tick later."""
-    if buffered == 0:
-        return False
-    return buffered >= batch_size or oldest_wait_s >= wait_s - tick_s / 2
 
 
 class AdaptiveBatches(Batches):
@@ -53,39 +38,18 @@ class AdaptiveBatches(Batches):
         self._in_flight = 0
         # The consumer's timer and a returning batch can both try to flush: one at a time.
         self._flush_lock = threading.Lock()
-        self._oldest_arrival = 0.0  # when the buffer last went from empty to not
-
-    def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable:
-        buffer_message = super().Strategy(task, app, consumer)
-
-        def on_message(*args: Any, **kwargs: Any) -> None:
-            # Approximate where a flush runs concurrently (a returning batch): the job then
-            # counts as older than it is, and is batched sooner, never later.
-            if self._buffer.empty():
-                self._oldest_arrival = time.monotonic()
-            buffer_message(*args, **kwargs)
-
-        return on_message
 
     def _do_flush(self) -> None:
         # A returning batch flushes again; the timer keeps ticking meanwhile.
         with self._flush_lock:
-            if self._buffer.empty():
-                super()._do_flush()  # nothing to batch: celery-batches stops its timer
-            while self._in_flight < self.batches_in_flight and self._batch_is_due():
+            while self._in_flight < self.batches_in_flight and not self._buffer.empty():
                 super()._do_flush()
-
-    def _batch_is_due(self) -> bool:
-        oldest_wait_s = time.monotonic() - self._oldest_arrival
-        return batch_is_due(self._buffer.qsize(), self.flush_every, oldest_wait_s,
-                            self.flush_interval, tick_s=self.flush_interval)  # fmt: skip
 
     def flush(self, requests: Collection[Request]) -> Any:
         """celery-batches' flush, plus the in-flight count lowered when the batch returns and
-        the next batch formed as soon as it is due. At most one batch per call: what was
-        buffered beyond it goes back to the buffer for the next batch, instead of running now
-        as a short tail call (on a CPU, a call of 3 images costs a fifth more per image than a
-        call of 16)."""
+        the next batch formed at once. At most one batch per call: what was buffered beyond
+        it goes back to the buffer for the next batch, instead of running now as a short tail
+        call (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
         requests = list(requests)
         for request in requests[self.flush_every :]:
             self._buffer.put(request)

@@ -1,8 +1,8 @@
 """Celery tasks: thin glue from queue messages to `worker.pipeline`.
 
 `pneumo.predict` is an adaptive celery-batches task (`worker.batching`): while the model is busy
-the worker keeps buffering messages, and the next batch takes what was buffered; a batch not
-yet full waits `PNEUMO_BATCH_WAIT_MS` for batch-mates. One model call serves a whole batch.
+the worker keeps buffering messages, and the next batch takes everything buffered; an idle
+worker flushes after `PNEUMO_BATCH_WAIT_MS`. One model call serves a whole batch.
 
 Delivery is at least once. Messages are acknowledged after the batch returns (late acks); a
 worker that dies first leaves them unacknowledged in Redis, and another worker gets them after
