@@ -16,7 +16,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
-    # Drains long enough to take several clock ticks of CPU (the per-job CPU reads /proc).
     plan = Plan(distinct_images=4, drain_jobs=64, requests={1: 4, 8: 8, 32: 32},
                 baseline_requests=16, ceiling_seconds=1.0, profile=True, worker_decode_jobs=8,
                 worker_variants={"big": {"PNEUMO_BATCH_SIZE": "32"}}, rounds=2)  # fmt: skip
@@ -26,7 +25,9 @@ def test_quick_benchmark_reports_every_figure(tiny_model_dir: Path) -> None:
         assert results[drain]["worker_jobs"] == jobs and results[drain]["worker_failed"] == 0
         assert results[drain]["redis_commands_per_job"] > 0
         assert results[drain]["worker_rss_mib_after_jobs"]  # the RSS trajectory
-        assert results[drain]["cpu_ms_per_job"]["worker"] > 0
+        # Present, not positive: the tiny model can drain 64 jobs before the meter starts (at
+        # the worker's announcement), and /proc counts CPU in 10 ms ticks.
+        assert results[drain]["cpu_ms_per_job"]["worker"] >= 0
     assert "worker_profile" not in results["worker"]  # sampling would slow the figure
     # py-spy may be missing, or refused ptrace (CI containers): then the profile says why.
     for drain in ("worker_profiled", "worker_decoding"):
