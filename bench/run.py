@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,9 +197,8 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     with RedisServer(workdir / "redis") as redis:
         drain = functools.partial(drain_queue, redis, model_dir, images, workdir,
                                   plan.batch_size, profile_gil=plan.profile_gil)  # fmt: skip
-        rounds = []
+        rounds, seconds = [], plan.ceiling_seconds / plan.rounds
         for round_ in range(1, plan.rounds + 1):
-            seconds = plan.ceiling_seconds / plan.rounds
             ceiling = model_ceiling(model_dir, plan.batch_size, seconds)
             worker = drain(plan.drain_jobs, name=f"bench-worker-{round_}")
             rounds.append({"ceiling": ceiling, "worker": worker})
@@ -277,11 +277,16 @@ def _timed_load(url: str, images: list[bytes], count: int, concurrency: int,
     return load.summary() | {"cpu_ms": meter.per_request_ms(count)}
 
 
-def median_worker_round(rounds: list[dict]) -> dict:
-    """The (ceiling, drain) round of median worker/ceiling ratio, the lower middle one of an
-    even count: its two figures come from the same minutes."""
-    ranked = sorted(rounds, key=_worker_over_ceiling)
+def lower_median(rounds: list[dict], key: Callable[[dict], float]) -> dict:
+    """The round of median `key`: the lower middle one of an even count."""
+    ranked = sorted(rounds, key=key)
     return ranked[(len(ranked) - 1) // 2]
+
+
+def median_worker_round(rounds: list[dict]) -> dict:
+    """The (ceiling, drain) round of median worker/ceiling ratio: its two figures come from
+    the same minutes."""
+    return lower_median(rounds, _worker_over_ceiling)
 
 
 def _worker_over_ceiling(round_: dict) -> float:
@@ -297,8 +302,8 @@ def _worker_round_summary(round_: dict) -> dict[str, float]:
 def median_round(rounds: list[dict]) -> dict:
     """The round of median throughput (the lower middle one of an even count), and every
     round's throughput beside it."""
-    ranked = sorted(rounds, key=lambda round_: round_["img_s"])
-    return ranked[(len(ranked) - 1) // 2] | {"rounds_img_s": [round_["img_s"] for round_ in rounds]}
+    median = lower_median(rounds, lambda round_: round_["img_s"])
+    return median | {"rounds_img_s": [round_["img_s"] for round_ in rounds]}
 
 
 def _cycle(images: list[bytes], count: int) -> list[bytes]:

@@ -94,7 +94,7 @@ class QoS(kombu_redis.QoS):
         gets them too, and would otherwise have them redelivered after the timeout)."""
         if self._recorded:
             tags, self._recorded = list(self._recorded), set()
-            self._remove_from_indices(tags).execute()
+            self._erase_records(tags)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self._recorded:
@@ -116,14 +116,14 @@ class QoS(kombu_redis.QoS):
         if not self._acknowledged:
             return
         tags, self._acknowledged = self._acknowledged, []
-        self._remove_from_indices(tags).execute()
+        self._erase_records(tags)
         for tag in tags:
             virtual.QoS.ack(self, tag)  # frees the prefetch slot
 
-    def _remove_from_indices(self, delivery_tag: Any, pipe: Any = None) -> Any:
-        tags = delivery_tag if isinstance(delivery_tag, list) else [delivery_tag]
-        with self.pipe_or_acquire(pipe) as pipe:
-            return pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags)
+    def _erase_records(self, tags: list[str]) -> None:
+        """kombu's `_remove_from_indices`, for many tags in one transaction."""
+        with self.pipe_or_acquire() as pipe:
+            pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
 
 
 class Channel(kombu_redis.Channel):
@@ -199,14 +199,14 @@ class Channel(kombu_redis.Channel):
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
-        qos = self.qos
-        if isinstance(qos, QoS):
+        qos = self.qos if isinstance(self.qos, QoS) else None  # kombu's without ack emulation
+        if qos:
             qos.record_unacked(payloads)
         try:
             for payload in payloads:
                 self.connection._deliver(payload, queue)
         finally:
-            if isinstance(qos, QoS):
+            if qos:
                 qos.forget_undelivered()
         return True
 
