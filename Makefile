@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[gateway,worker,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[gateway,worker,training,dev]'
 	touch $(STAMP)
 
 run: install  ## Redis (AOF) + one worker + the gateway on http://127.0.0.1:8000

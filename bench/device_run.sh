@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 lscpu | grep -E '^Model name|^CPU\(s\)'
 redis-server --version || exit 1
 # Everything the benchmark's processes import, checked before minutes are spent on it.
-"$python" -c 'import celery.bin.celery, uvicorn.main, gateway.app, worker.celery_app, worker.pipeline, bench.run' || exit 1
+"$python" -c 'import celery.bin.celery, uvicorn.main, gateway.app, worker.serving.celery_app, worker.serving.pipeline, bench.run' || exit 1
 "$python" -c 'import jax, keras; print("jax", jax.__version__, jax.devices(), "keras", keras.__version__)' || exit 1
 # BENCH_ARGS replaces the arguments below (the full GPU run of bench/RESULTS.md).
 # shellcheck disable=SC2086

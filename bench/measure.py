@@ -18,7 +18,8 @@ from shared.imaging import (
     model_draft_side,
     preprocess,
 )
-from worker.phantoms import generate_phantom, render_large_jpeg
+from worker.phantoms.kermany import render_large_jpeg
+from worker.phantoms.radiograph import generate_phantom
 
 
 def benchmark_jpegs(
@@ -92,10 +93,13 @@ def intake_cpu_ms_per_film(films: list[bytes], params: PreprocessParams, repeats
 
 
 @functools.lru_cache(maxsize=1)
-def _warm_runtime(model_dir: Path, batch_size: int):  # -> worker.runtime.ModelRuntime
+def _warm_runtime(model_dir: Path, batch_size: int):  # -> worker.model.runtime.ModelRuntime
     """Loaded and warmed once per benchmark, however many rounds measure the ceiling."""
-    from worker.runtime import ModelRuntime
+    from shared.config import get_settings
+    from worker.model.runtime import ModelRuntime
+    from worker.serving.device import configure_device
 
+    configure_device(get_settings())  # as a worker does: shares the GPU with the ones it drives
     runtime = ModelRuntime.from_directory(model_dir, max_batch=batch_size)
     runtime.warm_up()
     return runtime

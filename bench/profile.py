@@ -52,23 +52,23 @@ GENERAL_PURPOSE_PACKAGES = {
 # pipeline, the task, Celery) that says nothing more about the work.
 OWN_PACKAGES = ("shared", "worker", "gateway", "bench", "client")
 OWN_FILE_PURPOSE = {
-    "worker/runtime.py": MODEL,
-    "worker/gradients.py": MODEL,
-    "worker/gradcam.py": MODEL,
-    "worker/model.py": MODEL,
+    "worker/model/runtime.py": MODEL,
+    "worker/model/gradients.py": MODEL,
+    "worker/model/gradcam.py": MODEL,
+    "worker/model/architecture.py": MODEL,
     "shared/imaging.py": DECODE,
     "shared/dicom.py": DECODE,
     "shared/overlay.py": RENDER,
     "shared/handoff.py": DECODE,  # the gateway's model input, unpacked instead of decoding
     "shared/store.py": REDIS,
     "shared/schemas.py": SERIALISATION,
-    "worker/batching.py": CELERY,
+    "worker/serving/batching.py": CELERY,
 }
 OWN_FUNCTION_PURPOSE = {
     ("shared/imaging.py", "encode_png"): RENDER,
-    ("worker/pipeline.py", "_decode"): DECODE,
-    ("worker/pipeline.py", "decode_one"): DECODE,
-    ("worker/pipeline.py", "_prepare_inputs"): DECODE,
+    ("worker/serving/pipeline.py", "_decode"): DECODE,
+    ("worker/serving/pipeline.py", "decode_one"): DECODE,
+    ("worker/serving/pipeline.py", "_prepare_inputs"): DECODE,
     # Packing the explanation map (and an input decoded here) for the store: the output side.
     ("shared/handoff.py", "pack_map"): RENDER,
     ("shared/handoff.py", "pack_input"): RENDER,
@@ -87,8 +87,8 @@ BLOCKING_FRAMES = {
     ("queue.py", "get"),
     ("concurrent/futures/thread.py", "_worker"),
     ("kombu/utils/eventio.py", "poll"),
-    ("worker/time_limits.py", "_watch"),
-    ("worker/tasks.py", "hand_back"),
+    ("worker/serving/time_limits.py", "_watch"),
+    ("worker/serving/tasks.py", "hand_back"),
 }
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<filename>[^()]*?)(?::\d+)?\)$")
@@ -98,8 +98,9 @@ _THREAD = re.compile(r"^thread \((?P<tid>[^)]*)\)(?:: (?P<name>.*))?$")
 @dataclass(frozen=True)
 class Frame:
     function: str  # qualified as py-spy prints it: "Condition.wait", "<module>"
-    # Shortened by py-spy to the part below sys.path ("redis/client.py", "worker/pipeline.py"),
-    # so the first component names the package; hence no `--full-filenames` in `Profiler`.
+    # Shortened by py-spy to the part below sys.path ("redis/client.py",
+    # "worker/serving/pipeline.py"), so the first component names the package; hence no
+    # `--full-filenames` in `Profiler`.
     filename: str
 
     @classmethod

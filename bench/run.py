@@ -228,7 +228,7 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
 
 
 def _preprocessing(model_dir: Path):
-    from worker.artifact import read_card
+    from worker.model.artifact import read_card
 
     return read_card(model_dir).preprocessing
 

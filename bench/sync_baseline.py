@@ -17,7 +17,7 @@ from fastapi import FastAPI, File, UploadFile
 from shared.config import get_settings
 from shared.imaging import IntakeLimits, encode_png, load_radiograph
 from shared.overlay import blend
-from worker.runtime import ModelRuntime
+from worker.model.runtime import ModelRuntime
 
 
 @lru_cache(maxsize=1)

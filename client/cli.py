@@ -1,14 +1,15 @@
 """`pneumo`: one command line for people who use, operate and retrain the service.
 
-Commands that need TensorFlow import it inside their bodies, so `pneumo --help` and the HTTP
-commands start instantly.
+The HTTP commands (`submit`, `status`) live here and need only the core dependencies. The
+commands that run the service or make models live with the code they drive and are offered
+where this install has that code's dependencies (`client.commands`), so `pip install
+'.[client]'` gives a working client without TensorFlow, Keras, JAX, Redis or Celery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -24,10 +25,9 @@ from rich.console import Console
 from rich.table import Table
 
 from client.api import AsyncClient, Client, ClientError
+from client.commands import register_installed_commands
 from client.submission import Row, RunOptions, collect_files, submit_all, write_results
 from shared.schemas import Job
-from worker.audit_cli import register_audit_commands
-from worker.cli import register_ml_commands
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -37,8 +37,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-register_ml_commands(app)
-register_audit_commands(app)
+register_installed_commands(app)
 # Progress and messages go to stderr, so `--format csv|json` output can be piped cleanly.
 messages = Console(stderr=True)
 
@@ -198,86 +197,3 @@ def job_table(job: Job) -> Table:
     for name, value in (("created", job.created_at), ("finished", job.finished_at)):
         table.add_row(name, value.isoformat(timespec="seconds") if value else "")
     return table
-
-
-@app.command()
-def gateway(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Gateway processes.")] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-) -> None:
-    """Run the HTTP gateway (uvicorn gateway.app:app): API, web page at /, docs at /docs.
-
-    Configured by PNEUMO_* environment variables (PNEUMO_REDIS_URL, PNEUMO_API_KEYS, ...).
-    """
-    import uvicorn
-
-    uvicorn.run("gateway.app:app", host=host, port=port, workers=workers, log_level=log_level)
-
-
-def worker_command(queue: str, log_level: str) -> list[str]:
-    # No --concurrency: the pool gets one thread per batch in flight (worker.celery_app).
-    return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=threads",
-        f"--queues={queue}", f"--loglevel={log_level}", "--hostname=worker@%h",
-    ]  # fmt: skip
-
-
-BATCHES_IN_FLIGHT_HELP = (
-    "Batches side by side, one pool thread each (2 on a GPU). "
-    "Default: PNEUMO_BATCHES_IN_FLIGHT, or 1."
-)
-
-
-@app.command()
-def worker(
-    batches_in_flight: Annotated[
-        int | None,
-        typer.Option(min=1, max=4, help=BATCHES_IN_FLIGHT_HELP),
-    ] = None,
-    queue: Annotated[str | None, typer.Option(help="Default: PNEUMO_QUEUE_NAME or pneumo.")] = None,
-    log_level: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
-) -> None:
-    """Run a model worker (celery -A worker.celery_app worker).
-
-    It loads the model once, then serves batches from Redis. The model and Redis come from
-    PNEUMO_MODEL_DIR and PNEUMO_REDIS_URL.
-    """
-    from shared.config import get_settings
-
-    if batches_in_flight is not None:  # read by the worker's settings after the exec below
-        os.environ["PNEUMO_BATCHES_IN_FLIGHT"] = str(batches_in_flight)
-    command = worker_command(queue or get_settings().queue_name, log_level)
-    messages.print(" ".join(command[1:]))
-    # Replace this process, so signals from a supervisor reach Celery directly.
-    os.execv(command[0], command)
-
-
-@app.command()
-def bench(
-    quick: Annotated[bool, typer.Option(help="A short smoke-test run (about a minute).")] = False,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write every figure here as JSON.")
-    ] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="Model directory (default: models/demo).")
-    ] = None,
-) -> None:
-    """Throughput side by side from one run: the model's ceiling, a worker draining a queue,
-    HTTP submit-and-poll at concurrency 1, 8 and 32, and a synchronous seed-shaped baseline.
-
-    Starts its own Redis, workers and gateway on free ports (needs redis-server on PATH and a
-    repository checkout). Compare the printed ratios, not absolute numbers, across machines.
-    """
-    import subprocess
-
-    from shared.config import REPO_ROOT
-
-    # The benchmark is a repository tool (it runs the checkout's own stack), so it runs there.
-    command = [sys.executable, "-m", "bench"] + (["--quick"] if quick else [])
-    if json_path:
-        command += ["--json", str(json_path.resolve())]
-    if model:
-        command += ["--model", str(model.resolve())]
-    raise typer.Exit(subprocess.run(command, cwd=REPO_ROOT, check=False).returncode)

@@ -41,5 +41,5 @@ USER 10001:10001
 # A worker has no HTTP port: ask it over the broker. Its consumer thread answers while the
 # batch thread works; the start period covers model load and warm-up.
 HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=3 \
-    CMD ["sh", "-c", "celery -A worker.celery_app inspect ping --timeout 10 -d \"worker@${HOSTNAME}\""]
-CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "--pool=threads", "--queues=pneumo", "--hostname=worker@%h"]
+    CMD ["sh", "-c", "celery -A worker.serving.celery_app inspect ping --timeout 10 -d \"worker@${HOSTNAME}\""]
+CMD ["celery", "-A", "worker.serving.celery_app", "worker", "--loglevel=INFO", "--pool=threads", "--queues=pneumo", "--hostname=worker@%h"]

@@ -46,5 +46,5 @@ WORKDIR /home/app
 USER 10001:10001
 
 HEALTHCHECK --interval=30s --timeout=20s --start-period=180s --retries=3 \
-    CMD ["sh", "-c", "celery -A worker.celery_app inspect ping --timeout 10 -d \"worker@${HOSTNAME}\""]
-CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "--pool=threads", "--queues=pneumo", "--hostname=worker@%h"]
+    CMD ["sh", "-c", "celery -A worker.serving.celery_app inspect ping --timeout 10 -d \"worker@${HOSTNAME}\""]
+CMD ["celery", "-A", "worker.serving.celery_app", "worker", "--loglevel=INFO", "--pool=threads", "--queues=pneumo", "--hostname=worker@%h"]

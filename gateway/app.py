@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.metrics import Metrics
+from gateway.prometheus_metrics import Metrics
 from gateway.routes import batches, compat, jobs, ops, web
 from gateway.serving import ServingPreprocessing
 from gateway.wakeups import FinishedJobs

@@ -14,7 +14,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Header, Request
 
-from gateway.metrics import Metrics
+from gateway.prometheus_metrics import Metrics
 from gateway.serving import ServingPreprocessing
 from gateway.submission import Intake
 from gateway.wakeups import FinishedJobs

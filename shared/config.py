@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     model_dir: Path = REPO_ROOT / "models" / "demo"
     decision_threshold: float | None = Field(None, gt=0, lt=1)
 
-    # Accelerator and CPU tuning for workers (see worker/device.py).
+    # Accelerator and CPU tuning for workers (see worker/serving/device.py).
     mixed_precision: bool = Field(False, description="bfloat16 compute on GPUs that have it.")
     xla: bool = Field(False, description="XLA-compile the TensorFlow predict-and-explain call.")
     intra_op_threads: int = Field(0, ge=0, description="0: one per visible core.")
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(16, gt=0)
     batch_wait_ms: int = Field(10, ge=0)
-    # Batches a worker runs side by side, one pool thread each (worker.batching): at 2, one
+    # Batches a worker runs side by side, one pool thread each (worker.serving.batching): at 2, one
     # reads and writes Redis while the other is in the model. Model calls still take turns.
     batches_in_flight: int = Field(1, ge=1, le=4)
     heartbeat_s: float = Field(5.0, gt=0)
@@ -56,13 +56,13 @@ class Settings(BaseSettings):
     # slowest batch, or a healthy worker's job is delivered twice.
     visibility_timeout_s: int = Field(300, gt=0)
     # kombu records each delivered message in Redis and deletes the record on acknowledgement
-    # (worker.transport writes both once per fetch and once per batch, not per message), so
+    # (worker.serving.transport writes both once per fetch and once per batch, not per message), so
     # that a killed worker's prefetched messages come back after the visibility timeout. Off, the
-    # pending-job sweeper (worker.recovery) alone brings them back, after the same timeout
+    # pending-job sweeper (worker.serving.recovery) alone brings them back, after the same timeout
     # counted from when the job was queued. Off pays where one worker takes 1,000+ jobs a
     # second (a GPU: bench/RESULTS.md); a clean shutdown hands prefetched messages back either way.
     broker_ack_emulation: bool = Field(True)
-    # The worker receives up to its prefetch limit per Redis round trip (worker.transport,
+    # The worker receives up to its prefetch limit per Redis round trip (worker.serving.transport,
     # BLMPOP: Redis 7.0 or later) instead of one message per round trip. "auto": where the
     # broker has BLMPOP; true: a worker whose broker lacks it refuses to start.
     broker_multi_pop: bool | Literal["auto"] = Field("auto")

@@ -27,7 +27,7 @@ def make_celery(settings: Settings, name: str = "pneumo") -> Celery:
         broker_connection_retry_on_startup=True,
         # Celery would cancel its own active late-ack requests on a lost connection; batch
         # requests are not among them (a batch that loses Redis hands itself back, see
-        # worker.tasks), so keep today's behaviour explicitly and without the warning.
+        # worker.serving.tasks), so keep today's behaviour explicitly and without the warning.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         # A gateway must answer 503 quickly when Redis is away, not hang in publish retries.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},

@@ -9,7 +9,7 @@ Key layout, all under the configured prefix:
     {p}:dedupe:{digest}       a client's image + method -> job id (when result dedupe is on)
     {p}:rate:{client}:{n}     submissions by one client in rate-limit window n
     {p}:pending               sorted set: unfinished job id -> when it was last queued
-    {p}:sweep-turn            which worker sweeps `pending` next (worker.recovery)
+    {p}:sweep-turn            which worker sweeps `pending` next (worker.serving.recovery)
     {p}:workers               hash: worker name -> heartbeat JSON (model card, time)
     {p}:finished              pub/sub channel, not a key: the id of each job whose final state
                               landed, for the gateways' long polls (gateway.wakeups)

@@ -26,8 +26,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained but complete artifact: fast to load, exercises every code path."""
     from shared.imaging import PreprocessParams
     from shared.model_card import ModelCard
-    from worker.artifact import save_artifact
-    from worker.model import Architecture, build_classifier
+    from worker.model.architecture import Architecture, build_classifier
+    from worker.model.artifact import save_artifact
 
     directory = tmp_path_factory.mktemp("tiny-model")
     arch = Architecture(image_size=TINY_IMAGE_SIZE, block_filters=(8, 16, 32, 64), dense_units=16)
@@ -74,8 +74,8 @@ def trained_phantom_model(tmp_path_factory: pytest.TempPathFactory):
     from shared.imaging import PreprocessParams
     from shared.model_card import ModelCard
     from tests.support.phantom_model import IMAGE_SIZE, phantom_set, train_small_classifier
-    from worker.artifact import save_artifact
-    from worker.runtime import ModelRuntime
+    from worker.model.artifact import save_artifact
+    from worker.model.runtime import ModelRuntime
 
     # 800 films: with 400, how well the model localises depended on the CPU's kernels (oneDNN
     # on AVX-512/AMX trains a different model than on AVX2) more than on the method.

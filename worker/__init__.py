@@ -1,12 +1,13 @@
-"""Workers: the Celery app, the model runtime, Grad-CAM, overlays, and the training pipeline.
+"""Workers, by concern; imports go only downward (serving, training, audit -> model):
 
-Nothing here knows about HTTP; jobs arrive as ids and leave as records in Redis.
+- `worker.serving`: the Celery app, micro-batching, the Redis transport, the Celery-free batch
+  pipeline, recovery and time limits. Nothing here knows about HTTP.
+- `worker.model`: the CNN's architecture, the versioned artifact, the runtime that predicts and
+  explains in one compiled call, Grad-CAM.
+- `worker.training`: datasets, training, evaluation, classification metrics, reports.
+- `worker.audit`: the Grad-CAM audit, the randomisation sanity check, the shortcut-bias study.
+- `worker.phantoms`: synthetic radiographs with ground-truth masks.
+
+The serving images install only what `worker.serving` and `worker.model` need (`.[worker]`);
+training and audit need `.[training]` on top.
 """
-
-import os
-
-# JAX's GPU client takes 75 % of the card's memory when it starts unless told otherwise, so a
-# second process on the card (another worker, or the benchmark measuring the model beside one)
-# fails its first allocation. A worker needs a few hundred MiB. Set here, before anything in
-# the package can start a JAX client; an operator's own setting wins.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -26,7 +26,7 @@ pids+=($!)
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
 echo "redis    on 127.0.0.1:${REDIS_PORT} (AOF in .run/redis, log .run/redis.log)"
 
-celery -A worker.celery_app worker --pool=threads --loglevel=INFO --queues=pneumo \
+celery -A worker.serving.celery_app worker --pool=threads --loglevel=INFO --queues=pneumo \
   --hostname="worker@%h" >.run/worker.log 2>&1 &
 pids+=($!)
 echo "worker   loading model ${PNEUMO_MODEL_DIR:-models/demo} (log .run/worker.log)"

@@ -216,10 +216,11 @@ def test_workers_run_one_threaded_process_on_the_pneumo_queue(compose):
     commands = {name: compose["services"][name]["command"] for name in WORKERS}
     assert commands["worker-cpu"] == commands["worker-gpu"]
     command = commands["worker-cpu"]
-    assert command[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    assert command[:4] == ["celery", "-A", "worker.serving.celery_app", "worker"]
     for flag in ("--pool=threads", "--queues=pneumo", "--hostname=worker@%h"):
         assert flag in command
-    # The pool's size is PNEUMO_BATCHES_IN_FLIGHT's (worker.celery_app); a flag would override it.
+    # The pool's size is PNEUMO_BATCHES_IN_FLIGHT's (worker.serving.celery_app); a flag would
+    # override it.
     assert not any(flag.startswith(("--concurrency", "-c")) for flag in command)
     for name in WORKERS:
         service = compose["services"][name]

@@ -15,10 +15,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from worker.audit_cli import register_audit_commands
-from worker.bias import BiasConfig, BiasResult, run_bias_experiment
-from worker.bias_report import write_bias_report
-from worker.gradcam import METHOD_NAMES
+from worker.audit.bias import BiasConfig, BiasResult, run_bias_experiment
+from worker.audit.bias_report import write_bias_report
+from worker.audit.cli import register_commands as register_audit_commands
+from worker.model.gradcam import METHOD_NAMES
 
 pytestmark = pytest.mark.slow
 

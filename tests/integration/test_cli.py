@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app, worker_command
+from client.cli import app
+from worker.serving.cli import worker_command
 from tests.support.dicoms import DicomSpec, dicom_file, ramp
 from tests.support.images import phantom_png
 from tests.unit.test_boundaries import modules_loaded_by
@@ -136,7 +137,7 @@ def test_worker_command_is_the_deployed_one() -> None:
     command = worker_command("pneumo", "INFO")
     assert command[:3] == [sys.executable, "-m", "celery"]
     assert command[3:] == [
-        "-A", "worker.celery_app", "worker", "--pool=threads", "--queues=pneumo",
+        "-A", "worker.serving.celery_app", "worker", "--pool=threads", "--queues=pneumo",
         "--loglevel=INFO", "--hostname=worker@%h",
     ]  # fmt: skip
 

@@ -301,9 +301,9 @@ def test_soft_time_limit_hands_the_batch_back_before_any_final_write(
 ) -> None:
     from shared.imaging import IntakeLimits
     from shared.store import SyncStore
-    from worker.pipeline import process_jobs
-    from worker.runtime import ModelRuntime
-    from worker.time_limits import BatchTimeLimitExceeded, Deadline
+    from worker.model.runtime import ModelRuntime
+    from worker.serving.pipeline import process_jobs
+    from worker.serving.time_limits import BatchTimeLimitExceeded, Deadline
 
     store = SyncStore.from_url(redis_server.url, "pneumo", 3600)
     job_id = seeded_job(redis_server, attempts=0, status="queued")
@@ -320,7 +320,7 @@ def test_sweeper_queues_again_a_pending_job_whose_message_was_lost(
 ) -> None:
     """What a broker hole leaves behind: a pending job with no message anywhere."""
     from shared.store import SyncStore
-    from worker.recovery import sweep_once
+    from worker.serving.recovery import sweep_once
 
     prefix = f"sweep-{uuid.uuid4().hex[:8]}"  # its own pending index, whatever else runs
     store = SyncStore.from_url(redis_server.url, prefix, 3600)
@@ -341,7 +341,7 @@ def test_sweeper_queues_again_a_pending_job_whose_message_was_lost(
 def test_hard_time_limit_ends_the_process(work_s: float, exit_code: int) -> None:
     """The watchdog ends a process stuck past the hard limit, and leaves a punctual one alone."""
     program = (
-        "import time\nfrom worker.time_limits import Watchdog\n"
+        "import time\nfrom worker.serving.time_limits import Watchdog\n"
         f"with Watchdog(poll_s=0.05).guard(0.5):\n    time.sleep({work_s})\ntime.sleep(1)\n"
     )
     started = time.monotonic()
@@ -353,7 +353,7 @@ def test_hard_time_limit_ends_the_process(work_s: float, exit_code: int) -> None
 def test_hard_time_limit_holds_for_each_of_two_batches_in_flight() -> None:
     """With two batches in flight, one finishing must not lift the other's hard limit."""
     program = (
-        "import threading, time\nfrom worker.time_limits import Watchdog\n"
+        "import threading, time\nfrom worker.serving.time_limits import Watchdog\n"
         "dog = Watchdog(poll_s=0.05)\n"
         "def stuck():\n    with dog.guard(0.5):\n        time.sleep(30)\n"
         "threading.Thread(target=stuck, daemon=True).start()\n"

@@ -27,7 +27,7 @@ PREFIX = "handoff-test"  # apart from the session worker's keys, which would pic
 
 @pytest.fixture(scope="module")
 def runtime(tiny_model_dir: Path):
-    from worker.runtime import ModelRuntime
+    from worker.model.runtime import ModelRuntime
 
     return ModelRuntime.from_directory(tiny_model_dir)
 
@@ -40,7 +40,7 @@ def seeded(redis_server: RedisServer, blobs: dict[str, bytes]) -> tuple[SyncStor
 
 
 def test_the_worker_predicts_on_the_gateways_input_without_decoding(redis_server, runtime) -> None:
-    from worker.pipeline import process_jobs
+    from worker.serving.pipeline import process_jobs
 
     params = runtime.card.preprocessing
     pixels = load_radiograph(phantom_png(seed=3), params, IntakeLimits())
@@ -58,7 +58,7 @@ def test_the_worker_predicts_on_the_gateways_input_without_decoding(redis_server
 
 
 def test_an_input_made_for_another_preprocessing_is_ignored(redis_server, runtime) -> None:
-    from worker.pipeline import process_jobs
+    from worker.serving.pipeline import process_jobs
 
     params = runtime.card.preprocessing
     other = params.model_copy(update={"trim_borders": not params.trim_borders})

@@ -39,7 +39,7 @@ def test_a_backlog_is_served_in_batches_of_at_most_the_batch_size(
         calls = redis.client().info("commandstats")
         unacked_records = redis.client().hlen("unacked")
     assert drained["worker_jobs"] == JOBS and drained["worker_failed"] == 0
-    # Both receive through worker.transport: many messages per pop (this Redis has BLMPOP).
+    # Both receive through worker.serving.transport: many messages per pop (this Redis has BLMPOP).
     assert "cmdstat_brpop" not in calls and calls["cmdstat_blmpop"]["calls"] < JOBS
     log = (tmp_path / "backlog-worker.log").read_text()
     sizes = [int(size) for size in re.findall(r"Batch of (\d+): \d+ succeeded", log)]

@@ -17,15 +17,15 @@ from typer.testing import CliRunner
 
 from shared.imaging import PreprocessParams
 from shared.model_card import ModelCard
-from worker import metrics
-from worker.artifact import read_card
-from worker.data import MANIFEST_FILE, load_dataset
-from worker.evaluation import evaluate_model, predict_files, predict_images
-from worker.model import Architecture
-from worker.phantoms import write_kermany_dataset
-from worker.reports import PLOTS, metrics_table, write_report
-from worker.runtime import ModelRuntime
-from worker.training import ModelIdentity, TrainingConfig, train_model, training_pipeline
+from worker.model.architecture import Architecture
+from worker.model.artifact import read_card
+from worker.model.runtime import ModelRuntime
+from worker.phantoms.kermany import write_kermany_dataset
+from worker.training import classification_metrics as metrics
+from worker.training.datasets import MANIFEST_FILE, load_dataset
+from worker.training.evaluation import evaluate_model, predict_files, predict_images
+from worker.training.reports import PLOTS, metrics_table, write_report
+from worker.training.trainer import ModelIdentity, TrainingConfig, train_model, training_pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""`worker.transport` against a real redis-server: many messages per round trip, yet kombu's
+"""`worker.serving.transport` against a real redis-server: many messages per round trip, yet kombu's
 prefetch limit, order, acknowledgement and restore behave as with kombu's own transport."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
 from tests.support.processes import RedisServer
-from worker.transport import uses_multi_pop
+from worker.serving.transport import uses_multi_pop
 
 MESSAGES = 30
 PREFETCH = 10
@@ -63,7 +63,7 @@ def test_a_backlog_arrives_in_few_round_trips_within_the_prefetch_limit_in_order
         client.config_resetstat()
     received: list[Message] = []
     options = {"ack_emulation": ack_emulation, "multi_pop": True}
-    with Connection(redis.url, transport="worker.transport:Transport",
+    with Connection(redis.url, transport="worker.serving.transport:Transport",
                     transport_options=options) as connection:  # fmt: skip
         consumer = Consumer(connection, [queue], callbacks=[lambda _, m: received.append(m)])
         consumer.qos(prefetch_count=PREFETCH)
@@ -94,7 +94,7 @@ def test_a_consumer_that_does_not_acknowledge_leaves_no_records(redis: RedisServ
     queue = Queue("no-ack", Exchange("no-ack", type="direct"), routing_key="no-ack")
     publish(redis, queue, MESSAGES)
     received: list[Message] = []
-    with Connection(redis.url, transport="worker.transport:Transport",
+    with Connection(redis.url, transport="worker.serving.transport:Transport",
                     transport_options={"multi_pop": True}) as connection:  # fmt: skip
         consumer = Consumer(connection, [queue], callbacks=[lambda _, m: received.append(m)],
                             no_ack=True)  # fmt: skip
@@ -112,7 +112,7 @@ def test_unacknowledged_messages_go_back_to_the_queue_when_the_consumer_closes(
     queue = Queue("restore", Exchange("restore", type="direct"), routing_key="restore")
     publish(redis, queue, MESSAGES)
     received: list[Message] = []
-    with Connection(redis.url, transport="worker.transport:Transport",
+    with Connection(redis.url, transport="worker.serving.transport:Transport",
                     transport_options={"multi_pop": multi_pop}) as connection:  # fmt: skip
         consumer = Consumer(connection, [queue], callbacks=[lambda _, m: received.append(m)])
         consumer.qos(prefetch_count=PREFETCH)

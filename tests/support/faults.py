@@ -130,6 +130,7 @@ def restart_after(server: RedisServer, delay_s: float, down_s: float) -> threadi
 
 
 def sweeper_requeues(workers: list[WorkerProcess]) -> int:
-    """Jobs the workers' sweepers have queued again so far (worker.recovery logs each sweep)."""
+    """Jobs the workers' sweepers have queued again so far (worker.serving.recovery logs each
+    sweep)."""
     pattern = re.compile(r"Queued (\d+) unfinished jobs again")
     return sum(int(count) for worker in workers for count in pattern.findall(worker.log_text()))

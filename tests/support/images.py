@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from worker.phantoms import Phantom, generate_phantom
+from worker.phantoms.radiograph import Phantom, generate_phantom
 
 
 def phantom(seed: int, pneumonia: bool, size: int = 256) -> Phantom:

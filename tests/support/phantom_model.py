@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.phantoms import Phantom, generate_phantom
+from worker.phantoms.radiograph import Phantom, generate_phantom
 
 IMAGE_SIZE = 64
 
@@ -46,7 +46,7 @@ def train_small_classifier(
     import keras
     import tensorflow as tf
 
-    from worker.model import Architecture, build_classifier
+    from worker.model.architecture import Architecture, build_classifier
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()

@@ -96,7 +96,7 @@ def worker_environment(redis_url: str, model_dir: Path, **overrides: str) -> dic
 
 
 class WorkerProcess:
-    """`celery -A worker.celery_app worker`, as deployed, as a child process (started as
+    """`celery -A worker.serving.celery_app worker`, as deployed, as a child process (started as
     `python -m celery`, so it also runs where the packages sit on PYTHONPATH, not in a venv)."""
 
     def __init__(self, environment: dict[str, str], log_path: Path, name: str = "test-worker"):
@@ -107,8 +107,8 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         command = [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=threads",
-            "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
+            sys.executable, "-m", "celery", "-A", "worker.serving.celery_app", "worker",
+            "--pool=threads", "--loglevel=INFO", f"--hostname={self.name}@%h", "--without-gossip",
             "--without-mingle", "--queues", self.environment.get("PNEUMO_QUEUE_NAME", "pneumo"),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor

@@ -30,7 +30,7 @@ from bench.profile import (
 POOL_THREAD = "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:83)"
 BATCH = (
     f"{POOL_THREAD};apply_batches_task (celery_batches/trace.py:112);"
-    "predict (worker/tasks.py:47);process_jobs (worker/pipeline.py:60)"
+    "predict (worker/serving/tasks.py:47);process_jobs (worker/serving/pipeline.py:60)"
 )
 CONSUMER = "asynloop (celery/worker/loops.py:97);Hub.create_loop (kombu/asynchronous/hub.py:465)"
 REDIS_READ = (
@@ -48,14 +48,17 @@ def stack(*parts: str) -> tuple[Frame, ...]:
 @pytest.mark.parametrize(
     ("expected", "frames"),
     [
-        (MODEL, stack(BATCH, "ModelRuntime.predict (worker/runtime.py:95)", TENSORFLOW)),
-        (MODEL, stack(BATCH, "ModelRuntime.predict (worker/runtime.py:95)")),
-        (MODEL, stack(BATCH, "predict (worker/runtime.py:95)", "asarray (numpy/_core/a.py:10)")),
+        (MODEL, stack(BATCH, "ModelRuntime.predict (worker/model/runtime.py:95)", TENSORFLOW)),
+        (MODEL, stack(BATCH, "ModelRuntime.predict (worker/model/runtime.py:95)")),
+        (
+            MODEL,
+            stack(BATCH, "predict (worker/model/runtime.py:95)", "asarray (numpy/_core/a.py:10)"),
+        ),
         (
             DECODE,
             stack(
                 POOL_THREAD,
-                "decode_one (worker/pipeline.py:160)",
+                "decode_one (worker/serving/pipeline.py:160)",
                 "load_radiograph (shared/imaging.py:218)",
                 "ImageFile.load (PIL/ImageFile.py:300)",
             ),
@@ -92,7 +95,12 @@ def stack(*parts: str) -> tuple[Frame, ...]:
             ),
         ),
         (SERIALISATION, stack("dumps (json/__init__.py:231)", "encode (json/encoder.py:200)")),
-        (OTHER, stack(BATCH, "_compute (worker/pipeline.py:116)", "stack (numpy/_core/s.py:460)")),
+        (
+            OTHER,
+            stack(
+                BATCH, "_compute (worker/serving/pipeline.py:116)", "stack (numpy/_core/s.py:460)"
+            ),
+        ),
         (OTHER, stack(POOL_THREAD, "Condition.notify (threading.py:400)")),
     ],
 )
@@ -110,8 +118,10 @@ def test_the_innermost_frame_with_a_purpose_decides(expected: str, frames: tuple
             "Condition.wait (threading.py:327)",
         ),
         stack(CONSUMER, "_epoll.poll (kombu/utils/eventio.py:83)"),
-        stack("beat (worker/context.py:58)", "Event.wait (threading.py:629)"),
-        stack("Thread.run (threading.py:982)", "Watchdog._watch (worker/time_limits.py:75)"),
+        stack("beat (worker/serving/context.py:58)", "Event.wait (threading.py:629)"),
+        stack(
+            "Thread.run (threading.py:982)", "Watchdog._watch (worker/serving/time_limits.py:75)"
+        ),
         (),
     ],
 )
@@ -126,7 +136,7 @@ def test_a_wait_below_the_top_of_the_stack_is_not_idle() -> None:
 RAW = f"""\
 thread (101): MainThread;{CONSUMER};_epoll.poll (kombu/utils/eventio.py:83) 30
 thread (101): MainThread;{CONSUMER};QoS.ack (kombu/transport/redis.py:500);{REDIS_READ} 10
-thread (202): ThreadPoolExecutor-0_0;{BATCH};predict (worker/runtime.py:95) 25
+thread (202): ThreadPoolExecutor-0_0;{BATCH};predict (worker/model/runtime.py:95) 25
 thread (202): ThreadPoolExecutor-0_0;{BATCH};save (shared/store.py:200);{REDIS_READ} 15
 thread (303);{POOL_THREAD} 40
 """
@@ -139,7 +149,7 @@ def test_parse_reads_threads_frames_and_counts() -> None:
         "thread 303",
     ]  # fmt: skip
     assert [sample.count for sample in samples] == [30, 10, 25, 15, 40]
-    assert samples[2].frames[-1] == Frame("predict", "worker/runtime.py")
+    assert samples[2].frames[-1] == Frame("predict", "worker/model/runtime.py")
     assert samples[4].frames == stack(POOL_THREAD)
     assert parse_collapsed("dumps (json/__init__.py:231) 7")[0].thread == "all"
 

@@ -31,6 +31,8 @@ def test_shared_imports_neither_ml_nor_web_frameworks() -> None:
 
 
 def test_importing_the_worker_loads_no_model() -> None:
-    loaded = modules_loaded_by("import worker.tasks, worker.context; assert "
-                               "worker.context.get_context.cache_info().currsize == 0")  # fmt: skip
-    assert "worker.tasks" in loaded
+    loaded = modules_loaded_by(
+        "import worker.serving.tasks, worker.serving.context; "
+        "assert worker.serving.context.get_context.cache_info().currsize == 0"
+    )
+    assert "worker.serving.tasks" in loaded

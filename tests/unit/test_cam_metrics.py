@@ -18,9 +18,8 @@ from shared.imaging import (
     preprocess,
     trim_flat_borders,
 )
-from worker.artifact_augmentation import paint_artifacts
-from worker.audit_data import Entry, load_entry, stratified_subset
-from worker.cam_metrics import (
+from worker.audit.artifact_augmentation import paint_artifacts
+from worker.audit.cam_metrics import (
     curve_area,
     deletion_images,
     energy_share,
@@ -32,8 +31,10 @@ from worker.cam_metrics import (
     relevance_order,
     structural_similarity,
 )
-from worker.mask_geometry import flat_border_box, preprocess_box, transform_mask
-from worker.phantoms import ARTIFACTS, generate_phantom
+from worker.audit.data import Entry, load_entry, stratified_subset
+from worker.audit.mask_geometry import flat_border_box, preprocess_box, transform_mask
+from worker.phantoms.artefacts import ARTIFACTS
+from worker.phantoms.radiograph import generate_phantom
 
 
 def test_energy_share_is_the_masked_fraction_of_positive_mass() -> None:
@@ -186,8 +187,8 @@ def test_a_stratified_subset_keeps_each_class_share() -> None:
 
 
 def test_manifest_masks_are_read_with_their_images(tmp_path: Path) -> None:
-    from worker.audit_data import load_audit_data
-    from worker.phantoms import write_kermany_dataset
+    from worker.audit.data import load_audit_data
+    from worker.phantoms.kermany import write_kermany_dataset
 
     write_kermany_dataset(
         tmp_path,
@@ -207,8 +208,8 @@ def test_manifest_masks_are_read_with_their_images(tmp_path: Path) -> None:
 
 
 def test_cascading_randomisation_goes_from_the_head_down_and_is_seeded() -> None:
-    from worker.model import Architecture, build_classifier
-    from worker.sanity import cascade_stages, reinitialise
+    from worker.audit.randomisation import cascade_stages, reinitialise
+    from worker.model.architecture import Architecture, build_classifier
 
     model = build_classifier(Architecture(image_size=32, block_filters=(4, 8, 8), dense_units=8))
     stages = cascade_stages(model)
@@ -231,6 +232,6 @@ def test_cascading_randomisation_goes_from_the_head_down_and_is_seeded() -> None
 
 def test_the_audit_scores_exactly_the_methods_a_job_can_ask_for() -> None:
     from shared.schemas import EXPLANATION_METHODS
-    from worker.gradcam import METHOD_NAMES
+    from worker.model.gradcam import METHOD_NAMES
 
     assert tuple(EXPLANATION_METHODS) == tuple(METHOD_NAMES)

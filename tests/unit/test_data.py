@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from shared.imaging import IntakeLimits, PreprocessParams, load_radiograph, preprocess
-from worker import data
-from worker.data import Record, carve_validation, parse_patient_id
+from worker.training import datasets as data
+from worker.training.datasets import Record, carve_validation, parse_patient_id
 
 PARAMS = PreprocessParams(image_size=32)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.config import Settings
 from shared.queue import make_celery
-from worker.recovery import stale_after_s
+from worker.serving.recovery import stale_after_s
 
 
 def test_ack_emulation_off_reaches_kombu_and_shortens_the_sweepers_wait() -> None:

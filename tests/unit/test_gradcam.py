@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from shared.overlay import blend, colourise, upsample_map
-from worker.gradcam import METHOD_NAMES, all_maps
-from worker.runtime import ModelRuntime
+from worker.model.gradcam import METHOD_NAMES, all_maps
+from worker.model.runtime import ModelRuntime
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
@@ -47,8 +47,8 @@ def reference_gradcam(model_dir: Path, images: np.ndarray, sign: float) -> np.nd
     """An independent Grad-CAM: TensorFlow's tape on the loaded classifier's sub-models."""
     import tensorflow as tf
 
-    from worker.artifact import load_artifact
-    from worker.model import split_classifier
+    from worker.model.architecture import split_classifier
+    from worker.model.artifact import load_artifact
 
     model, _ = load_artifact(model_dir)
     features, head = split_classifier(model)
@@ -100,7 +100,7 @@ def test_overlay_and_heatmap_pictures() -> None:
 def test_trained_model_points_at_the_lesion(trained_phantom_model) -> None:
     """On held-out phantoms, the Grad-CAM peak of most true positives lies on the lesion: the
     pointing game (Zhang et al.; 15 px tolerance at 224 px, 4 px here) and the peak pixel."""
-    from worker.cam_metrics import pointing_hit, pointing_tolerance
+    from worker.audit.cam_metrics import pointing_hit, pointing_tolerance
 
     runtime, test_set = trained_phantom_model
     predictions = runtime.predict(test_set.images)

@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.phantoms import (
-    ARTIFACTS,
-    LESION_AREA_RANGE,
-    MANIFEST_NAME,
-    Phantom,
-    artifact_band_mask,
-    border_mask,
-    generate_phantom,
-    render_large_jpeg,
-    write_kermany_dataset,
-)
+from worker.phantoms.anatomy import LESION_AREA_RANGE
+from worker.phantoms.artefacts import ARTIFACTS, artifact_band_mask, border_mask
+from worker.phantoms.kermany import MANIFEST_NAME, render_large_jpeg, write_kermany_dataset
+from worker.phantoms.radiograph import Phantom, generate_phantom
 
 PATIENT_ID = re.compile(r"^(?:person(\d+)_(?:bacteria|virus)_\d+|NORMAL2-IM-(\d{4})-\d{4})$")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.runtime import ModelRuntime, bucket_size
+from worker.model.runtime import ModelRuntime, bucket_size
 
 
 def test_batches_are_padded_to_powers_of_two_up_to_the_maximum() -> None:

@@ -1,0 +1,26 @@
+"""`pneumo gateway`: the HTTP gateway's command, offered by `pneumo` where FastAPI is installed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def gateway(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Gateway processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP gateway (uvicorn gateway.app:app): API, web page at /, docs at /docs.
+
+    Configured by PNEUMO_* environment variables (PNEUMO_REDIS_URL, PNEUMO_API_KEYS, ...).
+    """
+    import uvicorn
+
+    uvicorn.run("gateway.app:app", host=host, port=port, workers=workers, log_level=log_level)
+
+
+def register_commands(app: typer.Typer) -> None:
+    app.command("gateway")(gateway)

@@ -1,0 +1,1 @@
+"""Synthetic chest radiographs with ground-truth lung and lesion masks, in the Kermany layout."""

@@ -1,0 +1,1 @@
+"""Model making: datasets (Kermany layout, MedMNIST, phantoms), training, evaluation, reports."""

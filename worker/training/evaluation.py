@@ -1,0 +1,127 @@
+"""Offline evaluation through the serving code path: `ModelRuntime` on `load_radiograph` output.
+
+`predict_files` is what a served prediction must equal for the same file; the evaluation of a
+whole split uses the same runtime on the same preprocessed pixels (read from the decode cache).
+No plotting here: `worker.training.reports` turns an `Evaluation` into files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.model_card import ModelCard
+from worker.model.artifact import read_card, write_card
+from worker.model.runtime import ModelRuntime
+from worker.training import classification_metrics as metrics
+from worker.training.datasets import MANIFEST_FILE, SPLITS, load_dataset
+from worker.training.decode_cache import decode_files
+
+CALIBRATION_BINS = 10
+
+
+@dataclass
+class Evaluation:
+    summary: dict  # the content of metrics.json
+    labels: np.ndarray
+    probabilities: np.ndarray  # calibrated P(pneumonia), as served
+
+
+def predict_images(runtime: ModelRuntime, images: np.ndarray) -> np.ndarray:
+    """Calibrated P(pneumonia) for preprocessed (N, S, S) uint8 images."""
+    return np.array([prediction.probability for prediction in runtime.predict(images)])
+
+
+def predict_files(model_dir: Path, paths: list[Path]) -> np.ndarray:
+    """P(pneumonia) for image files, exactly as a worker would serve them."""
+    runtime = ModelRuntime.from_directory(model_dir)
+    return predict_images(runtime, decode_files(list(paths), runtime.card.preprocessing))
+
+
+def summarize(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, resamples: int, seed: int
+) -> dict:
+    """metrics.json: every metric with a bootstrap 95% CI, the confusion matrix, calibration."""
+    labels = np.asarray(labels).astype(int)
+    intervals = metrics.bootstrap_metrics(labels, probabilities, threshold, resamples, seed)
+    counts, mean_probability, observed_rate = metrics.calibration_bins(
+        labels, probabilities, CALIBRATION_BINS
+    )
+    return {
+        **intervals,
+        "threshold": float(threshold),
+        "confusion_matrix": metrics.confusion_matrix(labels, probabilities >= threshold).tolist(),
+        "confusion_matrix_layout": "[[TN, FP], [FN, TP]]; rows = truth, columns = prediction",
+        "calibration": {
+            "ece": metrics.expected_calibration_error(labels, probabilities, CALIBRATION_BINS),
+            "bins": [
+                {"count": int(count), "mean_probability": float(mean), "observed_rate": float(rate)}
+                for count, mean, rate in zip(counts, mean_probability, observed_rate, strict=True)
+            ],
+        },
+        "images": int(labels.size),
+        "pneumonia": int(labels.sum()),
+        "bootstrap": {"resamples": resamples, "seed": seed, "method": "percentile, stratified"},
+    }
+
+
+def training_split_settings(model_dir: Path) -> dict:
+    """The seed and validation fraction the model was trained with, so `val` is the same split."""
+    manifest_path = model_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return {}
+    manifest = json.loads(manifest_path.read_text())
+    return {key: manifest[key] for key in ("seed", "validation_fraction") if key in manifest}
+
+
+def evaluate_model(
+    model_dir: Path,
+    data_path: Path,
+    *,
+    split: str = "test",
+    resamples: int = 1000,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> Evaluation:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    runtime = ModelRuntime.from_directory(model_dir)
+    dataset = load_dataset(
+        data_path,
+        runtime.card.preprocessing,
+        splits=(split,),
+        cache_dir=cache_dir,
+        **training_split_settings(model_dir),
+    )
+    data = dataset.splits[split]
+    probabilities = predict_images(runtime, data.images)
+    summary = summarize(data.labels, probabilities, runtime.threshold, resamples, seed)
+    summary["model"] = runtime.card.info().model_dump()
+    summary["temperature"] = runtime.card.temperature
+    summary["data"] = {
+        "path": str(data_path),
+        "split": split,
+        "fingerprint": dataset.fingerprint,
+        "source": dataset.manifest["source"]["kind"],
+    }
+    return Evaluation(summary, data.labels, probabilities)
+
+
+def record_in_card(model_dir: Path, evaluation: Evaluation) -> ModelCard:
+    """Put an evaluation's numbers into model.json (weights and checksum stay as they are)."""
+    card = read_card(model_dir)
+    summary = evaluation.summary
+    entry = {name: summary[name] for name in metrics.THRESHOLD_METRICS + metrics.RANKING_METRICS}
+    entry.update(
+        ece=summary["calibration"]["ece"],
+        threshold=summary["threshold"],
+        confusion_matrix=summary["confusion_matrix"],
+        images=summary["images"],
+        data=summary["data"],
+    )
+    card = card.model_copy(update={"metrics": {**card.metrics, summary["data"]["split"]: entry}})
+    write_card(card, model_dir)
+    return card
