@@ -95,11 +95,10 @@ def intake_cpu_ms_per_film(films: list[bytes], params: PreprocessParams, repeats
 @functools.lru_cache(maxsize=1)
 def _warm_runtime(model_dir: Path, batch_size: int):  # -> worker.model.runtime.ModelRuntime
     """Loaded and warmed once per benchmark, however many rounds measure the ceiling."""
-    from shared.config import get_settings
     from worker.model.runtime import ModelRuntime
-    from worker.serving.device import configure_device
+    from worker.serving.device import share_the_gpu_with_other_processes
 
-    configure_device(get_settings())  # as a worker does: shares the GPU with the ones it drives
+    share_the_gpu_with_other_processes()  # with the workers this benchmark drives
     runtime = ModelRuntime.from_directory(model_dir, max_batch=batch_size)
     runtime.warm_up()
     return runtime

@@ -43,13 +43,17 @@ def _configure_tensorflow(settings: Settings) -> dict[str, object]:
     return {"gpus": len(gpus), "intra_op_threads": intra, "inter_op_threads": inter}
 
 
-def _configure_jax() -> dict[str, object]:
-    # JAX's GPU client takes 75 % of the card when it starts unless told otherwise, so a second
-    # process on the card (another worker, or the benchmark measuring the model beside one) fails
-    # its first allocation; a worker needs a few hundred MiB. The client starts at the first
-    # device query or model build, not at import, so this must run before both; an operator's own
-    # setting wins.
+def share_the_gpu_with_other_processes() -> None:
+    """JAX's GPU client takes 75 % of the card when it starts unless told otherwise, so a second
+    process on the card (another worker, or the benchmark measuring the model beside one) fails
+    its first allocation; a worker needs a few hundred MiB. The client starts at the first device
+    query or model build, not at import, so call this before either. An operator's own setting
+    wins. (TensorFlow's equivalent, memory growth, is set in `_configure_tensorflow`.)"""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _configure_jax() -> dict[str, object]:
+    share_the_gpu_with_other_processes()
     import jax
 
     return {"devices": [str(device) for device in jax.devices()]}
