@@ -17,73 +17,136 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PNEUMO_", frozen=True, extra="ignore")
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    queue_name: str = "pneumo"
-    key_prefix: str = "pneumo"
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis: the broker, the job records and the blobs."
+    )
+    queue_name: str = Field("pneumo", description="The Celery queue (a Redis list) of job ids.")
+    key_prefix: str = Field("pneumo", description="Prefix of every Redis key the service writes.")
 
     job_ttl_s: int = Field(86_400, gt=0, description="Every job key and blob expires after this.")
-    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    # 50 MP covers the largest radiographs (43x43 cm detectors at 0.1 mm are ~18 MP) with room
-    # to spare, and stops decompression bombs long before they allocate gigabytes.
-    max_pixels: int = Field(50_000_000, gt=0)
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Larger uploads are refused (413 `upload_too_large`)."
+    )
+    max_pixels: int = Field(
+        50_000_000,
+        gt=0,
+        description="Images declaring more pixels are refused (413 `too_many_pixels`). 50 MP "
+        "covers the largest radiographs (43x43 cm detectors at 0.1 mm are ~18 MP) with room to "
+        "spare, and stops decompression bombs long before they allocate gigabytes.",
+    )
     min_side: int = Field(32, gt=0, description="Smaller images carry no diagnostic content.")
-    predict_timeout_s: float = Field(30.0, gt=0)
+    predict_timeout_s: float = Field(
+        30.0, gt=0, description="How long `POST /predict` waits before answering 504 `timeout`."
+    )
     max_wait_s: float = Field(30.0, gt=0, description="Upper bound for ?wait= long polls.")
-    max_queue_depth: int = Field(10_000, gt=0)
-    # One POST /v1/batches: at most this many files and bytes (the request body limit there).
-    max_batch_files: int = Field(64, gt=0)
-    max_batch_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    max_queue_depth: int = Field(
+        10_000, gt=0, description="With more jobs waiting, submissions get 503 `queue_full`."
+    )
+    max_batch_files: int = Field(64, gt=0, description="Most files in one `POST /v1/batches`.")
+    max_batch_bytes: int = Field(
+        100 * 1024 * 1024,
+        gt=0,
+        description="Most bytes in one `POST /v1/batches` (the request body limit there).",
+    )
 
-    model_dir: Path = REPO_ROOT / "models" / "demo"
-    decision_threshold: float | None = Field(None, gt=0, lt=1)
+    model_dir: Path = Field(
+        REPO_ROOT / "models" / "demo",
+        description="The artifact directory (`model.keras` + `model.json`) workers load.",
+    )
+    decision_threshold: float | None = Field(
+        None, gt=0, lt=1, description="Overrides the operating point `model.json` records."
+    )
 
     # Accelerator and CPU tuning for workers (see worker/serving/device.py).
     mixed_precision: bool = Field(False, description="bfloat16 compute on GPUs that have it.")
     xla: bool = Field(False, description="XLA-compile the TensorFlow predict-and-explain call.")
     intra_op_threads: int = Field(0, ge=0, description="0: one per visible core.")
-    # Pillow releases the GIL while decoding, so a batch's uploads without a model input from
-    # the gateway (shared.handoff) are decoded in parallel threads while the model waits.
-    intake_threads: int = Field(0, ge=0, description="0: one per visible core.")
+    intake_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads decoding a batch's uploads that came without a model input from "
+        "the gateway (shared.handoff); Pillow releases the GIL while decoding, so they decode in "
+        "parallel while the model waits. 0: one per visible core.",
+    )
     inter_op_threads: int = Field(0, ge=0, description="0: two (one model call at a time).")
 
-    batch_size: int = Field(16, gt=0)
-    batch_wait_ms: int = Field(10, ge=0)
-    # Batches a worker runs side by side, one pool thread each (worker.serving.batching): at 2, one
-    # reads and writes Redis while the other is in the model. Model calls still take turns.
-    batches_in_flight: int = Field(1, ge=1, le=4)
-    heartbeat_s: float = Field(5.0, gt=0)
-    # An unacknowledged job is handed to another worker after this long: keep it above the
-    # slowest batch, or a healthy worker's job is delivered twice.
-    visibility_timeout_s: int = Field(300, gt=0)
-    # kombu records each delivered message in Redis and deletes the record on acknowledgement
-    # (worker.serving.transport writes both once per fetch and once per batch, not per message), so
-    # that a killed worker's prefetched messages come back after the visibility timeout. Off, the
-    # pending-job sweeper (worker.serving.recovery) alone brings them back, after the same timeout
-    # counted from when the job was queued. Off pays where one worker takes 1,000+ jobs a
-    # second (a GPU: bench/RESULTS.md); a clean shutdown hands prefetched messages back either way.
-    broker_ack_emulation: bool = Field(True)
-    # The worker receives up to its prefetch limit per Redis round trip (worker.serving.transport,
-    # BLMPOP: Redis 7.0 or later) instead of one message per round trip. "auto": where the
-    # broker has BLMPOP; true: a worker whose broker lacks it refuses to start.
-    broker_multi_pop: bool | Literal["auto"] = Field("auto")
-    # A job started this many times without finishing (its worker died, or its batch could not
-    # be written each time) ends failed with code `worker_lost` instead of circling for ever.
-    max_deliveries: int = Field(3, gt=0)
+    batch_size: int = Field(16, gt=0, description="Most jobs in one model call.")
+    batch_wait_ms: int = Field(
+        10, ge=0, description="Most an idle worker waits for batch-mates before a model call."
+    )
+    batches_in_flight: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Batches a worker runs side by side, one pool thread each "
+        "(worker.serving.batching): at 2, one reads and writes Redis while the other is in the "
+        "model. Model calls still take turns.",
+    )
+    heartbeat_s: float = Field(
+        5.0, gt=0, description="How often a worker announces itself and its model card."
+    )
+    visibility_timeout_s: int = Field(
+        300,
+        gt=0,
+        description="An unacknowledged job is handed to another worker after this long: keep "
+        "it above the slowest batch, or a healthy worker's job is delivered twice.",
+    )
+    broker_ack_emulation: bool = Field(
+        True,
+        description="kombu records each delivered message in Redis and deletes the record on "
+        "acknowledgement (worker.serving.transport writes both once per fetch and once per "
+        "batch, not per message), so that a killed worker's prefetched messages come back after "
+        "the visibility timeout. Off, the pending-job sweeper (worker.serving.recovery) alone "
+        "brings them back, after the same timeout counted from when the job was queued. Off "
+        "pays where the broker, not the model, bounds a worker (a GPU: bench/RESULTS.md); a "
+        "clean shutdown hands prefetched messages back either way.",
+    )
+    broker_multi_pop: bool | Literal["auto"] = Field(
+        "auto",
+        description="The worker receives up to its prefetch limit per Redis round trip "
+        "(worker.serving.transport, BLMPOP: Redis 7.0 or later) instead of one message per "
+        "round trip. `auto`: where the broker has BLMPOP; true: a worker whose broker lacks it "
+        "refuses to start; false: one message per round trip (BRPOP).",
+    )
+    max_deliveries: int = Field(
+        3,
+        gt=0,
+        description="A job started this many times without finishing (its worker died, or its "
+        "batch could not be written each time) ends failed with code `worker_lost` instead of "
+        "circling for ever.",
+    )
     # Celery's time limits need a pool that can kill a child; ours (solo/threads) cannot, so the
-    # worker enforces these per batch: past the soft limit the batch is handed back to the queue
-    # at the next step boundary, past the hard limit the process exits. Both stay below the
-    # visibility timeout, so an overrunning batch is never also running elsewhere.
-    batch_soft_time_limit_s: float = Field(120.0, gt=0)
-    batch_hard_time_limit_s: float = Field(180.0, gt=0)
+    # worker enforces these per batch. Both stay below the visibility timeout, so an overrunning
+    # batch is never also running elsewhere.
+    batch_soft_time_limit_s: float = Field(
+        120.0,
+        gt=0,
+        description="Past it, a batch is handed back to the queue at its next step boundary.",
+    )
+    batch_hard_time_limit_s: float = Field(
+        180.0, gt=0, description="Past it, the worker process exits (a batch stuck in C code)."
+    )
 
     # NoDecode: the environment holds `k1,k2` (split below), not the JSON pydantic-settings expects.
-    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
-    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
-    # Submissions per client (API key, else address) per minute; 0 turns the limit off.
-    rate_limit_per_minute: int = Field(0, ge=0)
-    # Answer a client's repeated image (same bytes, method and live model) with its earlier
-    # succeeded job instead of computing it again.
-    dedupe_results: bool = False
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated keys accepted in `X-API-Key` or `Authorization: Bearer`; "
+        "empty: no key is asked for.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated origins browsers may call from; empty: CORS off."
+    )
+    rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Submissions per client (API key, else address) per minute, 429 beyond; "
+        "0 turns the limit off.",
+    )
+    dedupe_results: bool = Field(
+        False,
+        description="Answer a client's repeated image (same bytes, method and live model) with "
+        "its earlier succeeded job instead of computing it again.",
+    )
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
