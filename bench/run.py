@@ -21,13 +21,13 @@ from pathlib import Path
 
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, intake_cpu_ms_per_film, model_ceiling
+from bench.processes import RedisServer, UvicornProcess, wait_for_workers, wait_until
 from bench.profile import Profiler
 from bench.stack import CpuMeter, gateway_environment, rss_mib, start_worker
 from shared.config import Settings
 from shared.imaging import PreprocessParams
 from shared.schemas import Job
 from shared.store import SyncStore, new_job
-from tests.support.processes import RedisServer, UvicornProcess, wait_for_workers, wait_until
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 # The concurrency at which the service and the synchronous baseline are compared: every

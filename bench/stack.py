@@ -1,5 +1,5 @@
 """The service as local processes for the benchmark: worker and gateway settings, and the
-CPU and memory each process uses. The processes themselves are the tests' (`tests.support`)."""
+CPU and memory each process uses. The processes themselves are in `bench.processes`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from tests.support.processes import RedisServer, WorkerProcess, worker_environment
+from bench.processes import RedisServer, WorkerProcess, worker_environment
 
 
 def cpu_seconds(pid: int) -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.processes import RedisServer, WorkerProcess, wait_for_workers, worker_environment
 from shared.config import Settings
-from tests.support.processes import RedisServer, WorkerProcess, wait_for_workers, worker_environment
 
 TINY_IMAGE_SIZE = 64
 
