@@ -8,7 +8,8 @@
 Both classes share `Call`s, which say what each request sends and how its answer is read;
 they differ only in how they wait. A busy gateway (429, 503) is asked again after its
 Retry-After, or an exponential backoff without one, a bounded number of times. That is safe
-for submissions too: the gateway stores nothing for a request it turns away.
+for submissions too: the gateway stores nothing for a request it turns away. Both take their
+`sleep` and `clock` as arguments, so a test can see the waits asked for without spending them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,8 +189,10 @@ class Client:
     """Blocking client; use it as a context manager so its connections are closed."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout_s: float = 30.0,
-                 retry: RetryPolicy | None = None, **httpx_options: Any):  # fmt: skip
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, **httpx_options: Any):  # fmt: skip
         self.retry = retry or RetryPolicy()
+        self.sleep, self.clock = sleep, clock
         self.http = httpx.Client(**http_options(base_url, api_key, timeout_s), **httpx_options)
 
     def __enter__(self) -> Client:
@@ -208,7 +211,7 @@ class Client:
             delay = self.retry.delay_before_retry(response, attempt)
             if delay is None:
                 return call.parse(response)
-            time.sleep(delay)
+            self.sleep(delay)
             attempt += 1
 
     def submit(self, path: str | Path, method: str = "gradcam") -> Job:
@@ -219,10 +222,10 @@ class Client:
 
     def wait(self, job: JobRef, timeout: float = 60.0) -> Job:
         """The job once it succeeded or failed; WaitTimeout if that takes longer than timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         current = job if isinstance(job, Job) else self.status(job)
         while not current.status.is_final:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 raise WaitTimeout(current.job_id, timeout)
             current = self.status(current, wait_s=min(POLL_SLICE_S, max(remaining, 0.1)))
@@ -258,8 +261,11 @@ class AsyncClient:
     """The same API for asyncio code: every method is a coroutine."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout_s: float = 30.0,
-                 retry: RetryPolicy | None = None, **httpx_options: Any):  # fmt: skip
+                 retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic, **httpx_options: Any):  # fmt: skip
         self.retry = retry or RetryPolicy()
+        self.sleep, self.clock = sleep, clock
         self.http = httpx.AsyncClient(**http_options(base_url, api_key, timeout_s), **httpx_options)
 
     async def __aenter__(self) -> AsyncClient:
@@ -278,7 +284,7 @@ class AsyncClient:
             delay = self.retry.delay_before_retry(response, attempt)
             if delay is None:
                 return call.parse(response)
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
             attempt += 1
 
     async def submit(self, path: str | Path, method: str = "gradcam") -> Job:
@@ -288,11 +294,10 @@ class AsyncClient:
         return await self.send(Calls.status(job, wait_s))
 
     async def wait(self, job: JobRef, timeout: float = 60.0) -> Job:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = self.clock() + timeout
         current = job if isinstance(job, Job) else await self.status(job)
         while not current.status.is_final:
-            remaining = deadline - loop.time()
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 raise WaitTimeout(current.job_id, timeout)
             current = await self.status(current, wait_s=min(POLL_SLICE_S, max(remaining, 0.1)))

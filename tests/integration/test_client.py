@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,21 @@ import redis
 from PIL import Image
 from pydicom.uid import JPEGLSLossless
 
-from client.api import AsyncClient, Client, ClientError, RetryPolicy, retry_after_seconds
+from client.api import (
+    AsyncClient,
+    Client,
+    ClientError,
+    RetryPolicy,
+    WaitTimeout,
+    retry_after_seconds,
+)
 from shared.schemas import JobStatus
 from tests.support.dicoms import PATIENT_TRACES, DicomSpec, dicom_file, encapsulated_file, ramp
 from tests.support.images import phantom_jpeg, phantom_png
 from tests.support.processes import GatewayProcess, worker_environment
 
 pytestmark = pytest.mark.slow
+PARKED_QUEUE = "parked-queue"
 
 
 @pytest.fixture()
@@ -70,11 +77,10 @@ def test_submit_then_wait_by_id_and_batches(gateway: GatewayProcess, files) -> N
         done = client.wait(queued.job_id, timeout=30)
         assert done.status is JobStatus.succeeded and done.explanation.method == "gradcam++"
         created = client.submit_batch([files["chest.png"], files["chest.dcm"]])
+        for job_id in created.job_ids:
+            client.wait(job_id, timeout=30)
         batch = client.batch(created.batch_id)
-        while not batch.done:
-            time.sleep(0.1)
-            batch = client.batch(created.batch_id)
-        assert batch.counts["succeeded"] == 2
+        assert batch.done and batch.counts["succeeded"] == 2
         assert client.models()[0]["name"] == "tiny-test-model"
 
 
@@ -136,36 +142,85 @@ def test_no_dicom_tag_reaches_redis_or_the_logs(
         assert trace.decode() not in gateway.log_text() + worker.log_text(), trace
 
 
-def test_retries_honour_retry_after_on_a_full_queue(
-    redis_server, tiny_model_dir, tmp_path: Path, files
-) -> None:
-    """A real 503: a gateway whose queue (which no worker reads) holds its limit of one job.
-
-    The gateway advises Retry-After: 5; the policy caps waits at 1 s. Backoff alone would retry
-    after 0.01 s, so an elapsed second shows Retry-After was followed.
-    """
-    queue = "parked-queue"
+@pytest.fixture()
+def parked_gateway(redis_server, tiny_model_dir, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway whose queue no worker reads, with room for one job: a real 503 after that."""
     environment = worker_environment(
-        redis_server.url, tiny_model_dir, PNEUMO_QUEUE_NAME=queue, PNEUMO_MAX_QUEUE_DEPTH="1"
+        redis_server.url, tiny_model_dir, PNEUMO_QUEUE_NAME=PARKED_QUEUE, PNEUMO_MAX_QUEUE_DEPTH="1"
     )
-    busy_gateway = GatewayProcess(environment, tmp_path / "gateway.log").start()
-    policy = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=1.0)
+    gateway = GatewayProcess(environment, tmp_path / "gateway.log").start()
     try:
-        with Client(busy_gateway.url, retry=policy) as client:
-            client.submit(files["chest.png"])  # fills the queue
-            started = time.monotonic()
-            with pytest.raises(ClientError) as refused:
-                client.submit(files["chest.png"])
-            assert (refused.value.status, refused.value.code) == (503, "queue_full")
-            assert time.monotonic() - started >= 2.0  # two capped waits, then the final answer
-
-            threading.Timer(0.3, redis_server.client().delete, args=[queue]).start()
-            started = time.monotonic()
-            accepted = client.submit(files["chest.png"])  # the queue drains during the wait
-            assert accepted.status is JobStatus.queued and time.monotonic() - started >= 1.0
+        yield gateway
     finally:
-        busy_gateway.stop()
-        redis_server.client().delete(queue)
+        gateway.stop()
+        redis_server.client().delete(PARKED_QUEUE)
+
+
+class SteppingClock:
+    """A monotonic clock that moves on by `step_s` each time it is read."""
+
+    def __init__(self, step_s: float):
+        self.step_s, self.now = step_s, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+def test_retries_wait_as_retry_after_advises_up_to_the_policy_cap(
+    parked_gateway: GatewayProcess, files
+) -> None:
+    """The full queue's 503 advises Retry-After: 5, where backoff alone would ask for 0.01 s.
+    The clients' sleeps only record what they were asked for."""
+    patient = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=60.0)
+    capped = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=1.0)
+    waits: list[float] = []
+    capped_async_waits: list[float] = []
+
+    async def record_async_wait(delay_s: float) -> None:
+        capped_async_waits.append(delay_s)
+
+    async def submit_async() -> None:
+        async with AsyncClient(parked_gateway.url, retry=capped, sleep=record_async_wait) as client:
+            await client.submit(files["chest.png"])
+
+    with Client(parked_gateway.url, retry=patient, sleep=waits.append) as client:
+        client.submit(files["chest.png"])  # fills the queue
+        with pytest.raises(ClientError) as refused:
+            client.submit(files["chest.png"])
+    with pytest.raises(ClientError) as async_refused:
+        asyncio.run(submit_async())
+    for error in (refused.value, async_refused.value):
+        assert (error.status, error.code) == (503, "queue_full")
+    # Two waits, then the third answer is final.
+    assert waits == [5.0, 5.0] and capped_async_waits == [1.0, 1.0]
+
+
+def test_a_retry_after_the_queue_drains_is_accepted(
+    parked_gateway: GatewayProcess, redis_server, files
+) -> None:
+    waits: list[float] = []
+
+    def drain_while_waiting(delay_s: float) -> None:
+        waits.append(delay_s)
+        redis_server.client().delete(PARKED_QUEUE)
+
+    policy = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=1.0)
+    with Client(parked_gateway.url, retry=policy, sleep=drain_while_waiting) as client:
+        client.submit(files["chest.png"])  # fills the queue
+        accepted = client.submit(files["chest.png"])
+    assert accepted.status is JobStatus.queued and waits == [1.0]
+
+
+def test_wait_gives_up_once_its_clock_passes_the_timeout(
+    parked_gateway: GatewayProcess, files
+) -> None:
+    """Each reading of the clock moves it 0.9 s: one short long-poll, then WaitTimeout."""
+    with Client(parked_gateway.url, clock=SteppingClock(step_s=0.9)) as client:
+        queued = client.submit(files["chest.png"])  # no worker reads the parked queue
+        with pytest.raises(WaitTimeout) as gave_up:
+            client.wait(queued.job_id, timeout=1.0)
+    assert gave_up.value.job_id == queued.job_id and gave_up.value.code == "wait_timeout"
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
