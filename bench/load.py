@@ -1,8 +1,9 @@
 """A small closed-loop HTTP load generator: C clients, each submit -> long-poll -> repeat.
 
 It runs on the same cores as the service it measures, so it has to be cheap: aiohttp (C HTTP
-parser, one connection per simulated client) spends about 1 ms of CPU per image here, where
-an httpx pool shared by 32 clients spent 6-11 ms and took that much from the service.
+parser, one connection per simulated client). An httpx pool shared by all clients scans the
+whole pool on every request and response, and cost several times the CPU per image, taken
+from the service it was measuring. The benchmark reports the load generator's own CPU.
 """
 
 from __future__ import annotations

@@ -217,8 +217,8 @@ class Profiler:
     """
 
     # Nonblocking: read the process's memory without stopping it. Stopping every thread
-    # (TensorFlow's too) 100 times a second slowed the draining worker by about 30% here,
-    # against about 20%, and inflated its waits on Redis; the price is a few unreadable samples.
+    # (TensorFlow's too) 100 times a second slowed the draining worker more than reading its
+    # memory does, and inflated its waits on Redis; the price is a few unreadable samples.
     # gil: sample only the thread holding the GIL. Where Python threads take turns on it (a
     # GPU worker, whose model barely needs the CPU), this says whose turns fill the time, and
     # the share of samples with any holder says whether the GIL itself is the bottleneck.

@@ -3,9 +3,9 @@
 kombu spends up to three Redis round trips on every message, all of them in the thread that
 also turns messages into Celery requests: a `BRPOP` that fetches one message, a transaction
 that records it as unacknowledged (ack emulation, what lets another worker redeliver a killed
-worker's jobs) and a second transaction that erases that record on acknowledgement. On a
-2-core box that bookkeeping cost about 0.45 ms of CPU per job, an eighth of a drain's
-throughput (bench/RESULTS.md). Here:
+worker's jobs) and a second transaction that erases that record on acknowledgement. Where the
+model is cheap, that per-message bookkeeping is a visible share of what a job costs the worker
+(how much: bench/RESULTS.md). Here:
 
 * **Acknowledgements are written together**, once per turn of the consumer's event loop.
   Celery runs a batch's acknowledgements back to back on that loop, so a batch of N costs one
