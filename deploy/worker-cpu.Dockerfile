@@ -1,5 +1,5 @@
-# CPU worker image: Celery + Keras on tensorflow-cpu. Runs on any laptop or CI box; ~35 img/s on
-# two cores (DESIGN.md), fine for a demo or a small clinic, not for a hospital's peak.
+# CPU worker image: Celery + Keras on tensorflow-cpu. Runs on any laptop or CI box; fine for a
+# demo or a small clinic (rates on two cores: bench/RESULTS.md), not for a hospital's peak.
 # Build from the repo root:  docker build -f deploy/worker-cpu.Dockerfile -t pneumo-worker-cpu .
 # JAX instead of TensorFlow:  --build-arg PNEUMO_EXTRA=worker-jax, then run with KERAS_BACKEND=jax.
 
