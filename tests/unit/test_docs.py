@@ -88,3 +88,10 @@ def test_make_targets_and_pneumo_commands_in_the_docs_exist() -> None:
     assert {"run", "test"} <= commands_shown("make", text)
     assert commands_shown("make", text) <= makefile_targets()
     assert commands_shown("pneumo", text) <= pneumo_commands()
+
+
+def test_relative_links_in_the_docs_lead_to_files() -> None:
+    pages = [README, *DOCS.rglob("*.md"), REPO_ROOT / "deploy" / "README.md"]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", read(page)):
+            assert (page.parent / target).exists(), f"{page.relative_to(REPO_ROOT)} links {target}"
