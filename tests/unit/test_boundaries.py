@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -36,3 +37,35 @@ def test_importing_the_worker_loads_no_model() -> None:
         "assert worker.serving.context.get_context.cache_info().currsize == 0"
     )
     assert "worker.serving.tasks" in loaded
+
+
+# A tiny artifact saved, loaded as the worker loads it, and asked for a prediction and its maps.
+SERVE_ONE_FILM = """
+import tempfile, pathlib, numpy
+import worker.serving.celery_app, worker.serving.tasks
+from shared.imaging import PreprocessParams
+from shared.model_card import ModelCard
+from worker.model.architecture import Architecture, build_classifier
+from worker.model.artifact import save_artifact
+from worker.model.runtime import ModelRuntime
+directory = pathlib.Path(tempfile.mkdtemp())
+card = ModelCard(name="probe", version="0", synthetic=True,
+                 preprocessing=PreprocessParams(image_size=32))
+architecture = Architecture(image_size=32, block_filters=(4, 8, 8, 8))
+save_artifact(build_classifier(architecture), card, directory)
+[prediction] = ModelRuntime.from_directory(directory).predict(numpy.zeros((1, 32, 32), numpy.uint8))
+assert prediction.maps
+"""
+
+
+def test_serving_runs_without_the_training_libraries() -> None:
+    """The worker images install `.[worker]` alone: serving must not need, nor even try to
+    import, matplotlib, scipy or scikit-learn (Keras tries some of them and does without).
+    TensorFlow's image, that is: JAX itself needs scipy, so `.[worker-jax]` has it anyway."""
+    probe = subprocess.run(
+        [sys.executable, "-m", "tests.support.uninstalled", "matplotlib,scipy,sklearn",
+         SERVE_ONE_FILM],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
