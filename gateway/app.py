@@ -21,7 +21,13 @@ from gateway.routes import batches, compat, jobs, ops, web
 from gateway.serving import ServingPreprocessing
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings, get_settings
-from shared.errors import AppError, PayloadTooLarge
+from shared.errors import (
+    AppError,
+    InvalidRequest,
+    StoreUnavailable,
+    UploadTooLarge,
+    framework_refusal,
+)
 from shared.queue import make_celery
 from shared.store import AsyncStore
 
@@ -107,9 +113,7 @@ class BodyLimitAndMetrics:
             declared = request.headers.get("content-length")
             limit = body_limit(request, settings)
             if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
-                refusal = PayloadTooLarge(
-                    f"The request exceeds {limit} bytes.", code="upload_too_large"
-                )
+                refusal = UploadTooLarge(f"The request exceeds {limit} bytes.")
                 await error_response(refusal)(scope, receive, send_and_note_status)
             else:
                 await self.app(scope, receive, send_and_note_status)
@@ -126,8 +130,8 @@ def body_limit(request: Request, settings: Settings) -> int:
 
 
 def error_response(error: AppError, headers: dict[str, str] | None = None) -> JSONResponse:
-    if not headers and (error.retry_after_s or error.status in (429, 503)):
-        headers = {"Retry-After": str(error.retry_after_s or 5)}
+    if not headers and error.retry_after_s is not None:
+        headers = {"Retry-After": str(error.retry_after_s)}
     return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
 
 
@@ -144,22 +148,15 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
             for item in error.errors()
         )
-        return error_response(AppError(problems, code="invalid_request", status=422))
+        return error_response(InvalidRequest(problems))
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return error_response(AppError(str(error.detail), code=code, status=error.status_code))
+        return error_response(framework_refusal(error.status_code, str(error.detail)))
 
     async def redis_error(request: Request, error: Exception) -> JSONResponse:
         log.warning("Redis unavailable: %s", error)
-        return error_response(
-            AppError(
-                "The job store is unavailable; try again shortly.",
-                code="store_unavailable",
-                status=503,
-            )
-        )
+        return error_response(StoreUnavailable("The job store is unavailable; try again shortly."))
 
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -19,7 +19,7 @@ from gateway.serving import ServingPreprocessing
 from gateway.submission import Intake
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings
-from shared.errors import BadRequest, Unauthorized
+from shared.errors import InvalidIdempotencyKey, Unauthorized
 from shared.imaging import PreprocessParams
 from shared.store import AsyncStore
 
@@ -127,9 +127,8 @@ async def idempotency_key(
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
     if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isascii() and key.isprintable()):
-        raise BadRequest(
-            "The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
-            code="invalid_idempotency_key",
+        raise InvalidIdempotencyKey(
+            "The Idempotency-Key header must be 1 to 255 printable ASCII characters."
         )
     return key
 

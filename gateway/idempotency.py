@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gateway.serving import live_workers
 from shared.config import Settings
-from shared.errors import AppError, Conflict
+from shared.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from shared.schemas import Job, JobStatus
 from shared.store import AsyncStore, ttl_left
 
@@ -94,17 +94,13 @@ async def claim(store: AsyncStore, keys: ReuseKeys, job: Job, ttl_s: int) -> Job
 async def replay(store: AsyncStore, earlier: bytes, fingerprint: str) -> Job:
     record = json.loads(earlier)
     if record["fingerprint"] != fingerprint:
-        raise AppError(
-            "This Idempotency-Key was used for a different request; use a new key.",
-            code="idempotency_key_reused",
-            status=422,
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used for a different request; use a new key."
         )
     job = await store.get(record["job_id"])
     if job is None:
-        raise Conflict(
-            "A request with this Idempotency-Key is still being stored; retry shortly.",
-            code="idempotency_key_in_flight",
-            retry_after_s=1,
+        raise IdempotencyKeyInFlight(
+            "A request with this Idempotency-Key is still being stored; retry shortly."
         )
     return job
 

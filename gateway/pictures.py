@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from shared.errors import NotFound
+from shared.errors import PictureExpired
 from shared.handoff import input_pixels, unpack_map
 from shared.imaging import encode_png
 from shared.overlay import blend, colourise
@@ -54,5 +54,5 @@ def _render(name: str, stored_input: bytes, stored_map: bytes) -> bytes | None:
     return encode_png(drawing)
 
 
-def _expired(job: Job, name: str) -> NotFound:
-    return NotFound(f"The {name} of job {job.job_id} has expired.", code="picture_expired")
+def _expired(job: Job, name: str) -> PictureExpired:
+    return PictureExpired(f"The {name} of job {job.job_id} has expired.")

@@ -25,11 +25,12 @@ from gateway.wakeups import FinishedJobs
 from shared.config import Settings
 from shared.errors import (
     AppError,
-    BadRequest,
-    Overloaded,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    TooManyRequests,
+    QueueFull,
+    QueueUnavailable,
+    RateLimited,
+    UnknownMethod,
+    UploadTooLarge,
+    error_for_code,
 )
 from shared.handoff import pack_input
 from shared.imaging import IntakeLimits, PreprocessParams, accept_upload
@@ -40,7 +41,6 @@ from shared.store import AsyncStore, new_job
 # With no worker to say how its model preprocesses, validation only has to prove the file
 # decodes; JPEG draft mode makes that cheap.
 VALIDATION_DRAFT_SIDE = 256
-QUEUE_FULL_RETRY_AFTER_S = 5
 RATE_WINDOW_S = 60
 ANONYMOUS = "anonymous"
 
@@ -91,18 +91,15 @@ class Intake:
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(
-            f"The upload exceeds {settings.max_upload_bytes} bytes.", code="upload_too_large"
-        )
+        raise UploadTooLarge(f"The upload exceeds {settings.max_upload_bytes} bytes.")
     return data
 
 
 def check_method(method: str) -> str:
     if method not in EXPLANATION_METHODS:
-        raise BadRequest(
+        raise UnknownMethod(
             f"Unknown explanation method {method!r}; choose one of "
-            f"{', '.join(EXPLANATION_METHODS)}.",
-            code="unknown_method",
+            f"{', '.join(EXPLANATION_METHODS)}."
         )
     return method
 
@@ -110,11 +107,7 @@ def check_method(method: str) -> str:
 async def check_queue_depth(store: AsyncStore, settings: Settings) -> None:
     depth = await store.queue_depth(settings.queue_name)
     if depth >= settings.max_queue_depth:
-        raise Overloaded(
-            f"{depth} jobs are waiting; try again shortly.",
-            code="queue_full",
-            retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
-        )
+        raise QueueFull(f"{depth} jobs are waiting; try again shortly.")
 
 
 async def enforce_rate_limit(store: AsyncStore, settings: Settings, scope: str) -> None:
@@ -126,7 +119,7 @@ async def enforce_rate_limit(store: AsyncStore, settings: Settings, scope: str) 
     window = int(now // RATE_WINDOW_S)
     count = await store.count_in_window(store.keys.rate(scope, window), RATE_WINDOW_S)
     if count > limit:
-        raise TooManyRequests(
+        raise RateLimited(
             f"More than {limit} submissions this minute; slow down.",
             retry_after_s=RATE_WINDOW_S - int(now % RATE_WINDOW_S),
         )
@@ -166,9 +159,7 @@ async def store_and_enqueue(
         await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
     except OperationalError as error:
         await _forget(store, job, keys)
-        raise ServiceUnavailable(
-            "The job queue is unreachable.", code="queue_unavailable"
-        ) from error
+        raise QueueUnavailable("The job queue is unreachable.") from error
     except RedisError:
         await _forget(store, job, keys)
         raise
@@ -203,11 +194,7 @@ async def wait_for_final(store: AsyncStore, finished: FinishedJobs, job: Job, wa
             await wakeup.wait(time_left)
 
 
-# Worker-side failure codes that describe the client's file rather than the service.
-CLIENT_FAILURE_CODES = {"corrupt_image", "image_too_small", "empty_file", "unsupported_format"}
-
-
 def failure_as_error(job: Job) -> AppError:
+    """The failed job's error, as the gateway would have answered it (`shared.errors`)."""
     assert job.status is JobStatus.failed and job.error is not None
-    status = 422 if job.error.code in CLIENT_FAILURE_CODES else 503
-    return AppError(job.error.message, code=job.error.code, status=status)
+    return error_for_code(job.error.code, job.error.message)

@@ -25,7 +25,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_windowing, get_decoder, pixel_array
 from pydicom.uid import UID, AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from shared.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import (
+    CorruptImage,
+    DicomWithoutPixels,
+    TooManyPixels,
+    UnsupportedPhotometric,
+    UnsupportedTransferSyntax,
+)
 
 PREAMBLE_BYTES = 128
 DICOM_MAGIC = b"DICM"
@@ -77,11 +83,9 @@ def read_dataset(data: bytes) -> Dataset:
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
     except PYDICOM_FAILURES as error:
-        raise InvalidImage(
-            f"The DICOM file could not be read ({type(error).__name__}).", code="corrupt_image"
-        ) from None
+        raise CorruptImage(f"The DICOM file could not be read ({type(error).__name__}).") from None
     if "PixelData" not in dataset or "Rows" not in dataset or "Columns" not in dataset:
-        raise InvalidImage("The DICOM file holds no image.", code="dicom_without_pixels")
+        raise DicomWithoutPixels("The DICOM file holds no image.")
     _settle_transfer_syntax(dataset)
     return dataset
 
@@ -115,16 +119,14 @@ def decodable_syntaxes() -> tuple[str, ...]:
 def check_decodable(dataset: Dataset, max_pixels: int) -> None:
     syntax = transfer_syntax(dataset)
     if not can_decode(syntax):
-        raise UnsupportedMediaType(
+        raise UnsupportedTransferSyntax(
             f"DICOM transfer syntax '{syntax.name}' ({syntax}) cannot be decoded by this "
-            f"service. Accepted: {'; '.join(decodable_syntaxes())}.",
-            code="unsupported_transfer_syntax",
+            f"service. Accepted: {'; '.join(decodable_syntaxes())}."
         )
     rows, columns = int(dataset.Rows), int(dataset.Columns)
     if rows * columns > max_pixels:
-        raise PayloadTooLarge(
-            f"The DICOM image declares {columns}x{rows} pixels; the limit is {max_pixels}.",
-            code="too_many_pixels",
+        raise TooManyPixels(
+            f"The DICOM image declares {columns}x{rows} pixels; the limit is {max_pixels}."
         )
 
 
@@ -133,9 +135,8 @@ def first_frame(dataset: Dataset) -> np.ndarray:
     try:
         return pixel_array(dataset, index=0 if int(dataset.get("NumberOfFrames", 1)) > 1 else None)
     except PYDICOM_FAILURES as error:
-        raise InvalidImage(
-            f"The DICOM pixel data could not be decoded ({type(error).__name__}).",
-            code="corrupt_image",
+        raise CorruptImage(
+            f"The DICOM pixel data could not be decoded ({type(error).__name__})."
         ) from None
 
 
@@ -145,16 +146,15 @@ def to_display_uint8(stored: np.ndarray, dataset: Dataset) -> np.ndarray:
         return _luminance_uint8(stored)
     if photometric not in MONOCHROME:
         named = photometric if photometric in KNOWN_PHOTOMETRIC else "this"
-        raise UnsupportedMediaType(
+        raise UnsupportedPhotometric(
             f"DICOM photometric interpretation {named!r} is not supported; send MONOCHROME1, "
-            "MONOCHROME2 or RGB.",
-            code="unsupported_photometric",
+            "MONOCHROME2 or RGB."
         )
     try:
         display = _apply_voi(apply_modality_lut(stored, dataset), dataset)
     except PYDICOM_FAILURES as error:
-        raise InvalidImage(
-            f"The DICOM LUT or window is invalid ({type(error).__name__}).", code="corrupt_image"
+        raise CorruptImage(
+            f"The DICOM LUT or window is invalid ({type(error).__name__})."
         ) from None
     # MONOCHROME1 shows its lowest value as white: invert once, after the VOI, per the standard.
     return 255 - display if photometric == "MONOCHROME1" else display

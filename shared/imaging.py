@@ -17,7 +17,13 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.dicom import decode_dicom, looks_like_dicom
-from shared.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import (
+    CorruptImage,
+    EmptyFile,
+    ImageTooSmall,
+    TooManyPixels,
+    UnsupportedFormat,
+)
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -54,16 +60,15 @@ class IntakeLimits:
 def sniff_format(data: bytes) -> str:
     """Trust magic bytes, never the file name or the client's Content-Type."""
     if not data:
-        raise InvalidImage("The upload is empty.", code="empty_file")
+        raise EmptyFile("The upload is empty.")
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
     if data.startswith(PNG_MAGIC):
         return "png"
     if looks_like_dicom(data):
         return "dicom"
-    raise UnsupportedMediaType(
-        "Only JPEG, PNG and DICOM radiographs are accepted (checked by content, not by file name).",
-        code="unsupported_format",
+    raise UnsupportedFormat(
+        "Only JPEG, PNG and DICOM radiographs are accepted (checked by content, not by file name)."
     )
 
 
@@ -76,10 +81,9 @@ def decode_grayscale(
     else:
         gray = _decode_with_pillow(data, limits, draft_side)
     if min(gray.shape) < limits.min_side:
-        raise InvalidImage(
+        raise ImageTooSmall(
             f"The image is {gray.shape[1]}x{gray.shape[0]} pixels; at least "
-            f"{limits.min_side} on each side is needed.",
-            code="image_too_small",
+            f"{limits.min_side} on each side is needed."
         )
     return gray
 
@@ -122,9 +126,7 @@ def _decode_with_pillow(data: bytes, limits: IntakeLimits, draft_side: int | Non
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: no orientation, then
             image = ImageOps.exif_transpose(image) or image
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InvalidImage(
-            f"The image could not be decoded: {error}.", code="corrupt_image"
-        ) from error
+        raise CorruptImage(f"The image could not be decoded: {error}.") from error
     return to_grayscale_array(image)
 
 
@@ -137,16 +139,13 @@ def _open_checked(data: bytes, limits: IntakeLimits) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        raise PayloadTooLarge(str(error), code="too_many_pixels") from error
+        raise TooManyPixels(str(error)) from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise InvalidImage(
-            f"The image could not be read: {error}.", code="corrupt_image"
-        ) from error
+        raise CorruptImage(f"The image could not be read: {error}.") from error
     width, height = image.size
     if width * height > limits.max_pixels:
-        raise PayloadTooLarge(
-            f"The image declares {width}x{height} pixels; the limit is {limits.max_pixels}.",
-            code="too_many_pixels",
+        raise TooManyPixels(
+            f"The image declares {width}x{height} pixels; the limit is {limits.max_pixels}."
         )
     return image
 

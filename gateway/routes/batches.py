@@ -28,7 +28,7 @@ from gateway.submission import (
 )
 from shared.batches import load_batch, save_batch
 from shared.config import Settings
-from shared.errors import AppError, BadRequest, NotFound
+from shared.errors import AppError, BatchNotFound, TooManyFiles
 from shared.schemas import Batch, BatchCreated, Job, batch_url
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[AuthDep])
@@ -61,7 +61,7 @@ async def create_batch(
 async def get_batch(batch_id: str, store: StoreDep, response: Response) -> Batch:
     batch = await load_batch(store, batch_id)
     if batch is None:
-        raise NotFound(f"No batch {batch_id!r} (it may have expired).", code="batch_not_found")
+        raise BatchNotFound(f"No batch {batch_id!r} (it may have expired).")
     if not batch.done:
         response.headers["Retry-After"] = "1"
     return batch
@@ -69,10 +69,7 @@ async def get_batch(batch_id: str, store: StoreDep, response: Response) -> Batch
 
 def check_file_count(count: int, settings: Settings) -> None:
     if count > settings.max_batch_files:
-        raise BadRequest(
-            f"The batch has {count} files; the limit is {settings.max_batch_files}.",
-            code="too_many_files",
-        )
+        raise TooManyFiles(f"The batch has {count} files; the limit is {settings.max_batch_files}.")
 
 
 async def validate_each(files: list[UploadFile], intake: Intake) -> list[Upload]:

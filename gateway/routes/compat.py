@@ -21,6 +21,7 @@ from gateway.deps import (
 from gateway.pictures import picture
 from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
 from gateway.submission import failure_as_error, submit, wait_for_final
+from shared.errors import PredictionTimeout
 from shared.schemas import JobStatus, SeedPrediction, job_url
 
 router = APIRouter(tags=["seed-compatible"], dependencies=[AuthDep])
@@ -39,22 +40,22 @@ async def predict(
     if job.status is JobStatus.failed:
         raise failure_as_error(job)
     if job.result is None:
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "timeout",
-                    "message": "The prediction is still running; poll it.",
-                },
-                "job_id": job.job_id,
-            },
-            status_code=504,
-            headers={"Location": job_url(job.job_id), "Retry-After": "1"},
-        )
+        return still_running(job.job_id)
     return SeedPrediction(
         prediction="Pneumonia" if job.result.label == "PNEUMONIA" else "Normal",
         confidence=round(job.result.confidence, 4),
         gradcam_image=f"outputs/{job.job_id}/gradcam.png",
         job_id=job.job_id,
+    )
+
+
+def still_running(job_id: str) -> JSONResponse:
+    """The usual error body, plus where to poll: the job goes on after the wait ends."""
+    timeout = PredictionTimeout("The prediction is still running; poll it.")
+    return JSONResponse(
+        {**timeout.to_dict(), "job_id": job_id},
+        status_code=timeout.status,
+        headers={"Location": job_url(job_id), "Retry-After": str(timeout.retry_after_s)},
     )
 
 

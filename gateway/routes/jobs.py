@@ -18,7 +18,7 @@ from gateway.deps import (
 )
 from gateway.pictures import PICTURES, picture
 from gateway.submission import submit, wait_for_final
-from shared.errors import Conflict, NotFound
+from shared.errors import JobNotFound, JobNotReady, UnknownPath
 from shared.schemas import ErrorBody, Job, JobStatus, job_url
 from shared.store import AsyncStore
 
@@ -36,9 +36,7 @@ async def find_job(store: AsyncStore, job_id: str) -> Job:
     if _is_job_id(job_id):
         job = await store.get(job_id)
     if job is None:
-        raise NotFound(
-            f"No job {job_id!r} (it may have expired or been deleted).", code="job_not_found"
-        )
+        raise JobNotFound(f"No job {job_id!r} (it may have expired or been deleted).")
     return job
 
 
@@ -85,7 +83,7 @@ async def get_job(
 @router.get("/{job_id}/{name}.png", response_class=Response, responses={**PNG, **ERRORS})
 async def get_picture(job_id: str, name: str, store: StoreDep) -> Response:
     if name not in PICTURES:
-        raise NotFound(f"No picture {name!r}; there are overlay.png and heatmap.png.")
+        raise UnknownPath(f"No picture {name!r}; there are overlay.png and heatmap.png.")
     job = await find_succeeded_job(store, job_id)
     return png_response(await picture(store, job, name))
 
@@ -93,10 +91,7 @@ async def get_picture(job_id: str, name: str, store: StoreDep) -> Response:
 async def find_succeeded_job(store: AsyncStore, job_id: str) -> Job:
     job = await find_job(store, job_id)
     if job.status is not JobStatus.succeeded:
-        raise Conflict(
-            f"Job {job_id} is {job.status.value}; pictures exist once it succeeds.",
-            code="not_ready",
-        )
+        raise JobNotReady(f"Job {job_id} is {job.status.value}; pictures exist once it succeeds.")
     return job
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 from gateway.deps import AuthDep, StoreDep
 from gateway.pictures import model_input
 from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
-from shared.errors import NotFound
+from shared.errors import UnknownPath
 
 router = APIRouter()
 STATIC_FILES = {
@@ -48,7 +48,7 @@ async def model_card_page() -> HTMLResponse:
 @router.get("/static/{name}", include_in_schema=False)
 async def static_file(name: str) -> Response:
     if name not in STATIC_FILES:  # a fixed list: no path from the URL ever reaches the disk
-        raise NotFound(f"No static file {name!r}.")
+        raise UnknownPath(f"No static file {name!r}.")
     return Response(static_text(name), media_type=STATIC_FILES[name], headers=NO_STALE)
 
 

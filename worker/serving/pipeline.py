@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.errors import AppError
+from shared.errors import AppError, CorruptImage, UploadMissing, WorkerLost
 from shared.handoff import pack_input, pack_map, unpack_input
 from shared.imaging import IntakeLimits, load_radiograph
 from shared.schemas import Explanation, Job, JobError, JobStatus, Result, blob_url, utc_now
@@ -74,7 +74,7 @@ def _claim(
         if job is None or job.status.is_final:
             outcome.skipped.append(job_id)
         elif job.attempts >= max_deliveries:
-            _fail(job, "worker_lost", _lost_message(job.attempts))
+            _fail(job, WorkerLost(_lost_message(job.attempts)))
             exhausted.append(job)
         else:
             job.status, job.started_at = JobStatus.running, utc_now()
@@ -166,7 +166,7 @@ def _prepare_inputs(
     decode_ms = _elapsed_ms(started) / len(to_decode)
     for job, result in zip(to_decode, decoded, strict=True):
         if isinstance(result, AppError):
-            _fail(job, result.code, result.message)
+            _fail(job, result)
         else:
             inputs[job.job_id] = _Input(result, decoded_here=True, decode_ms=decode_ms)
     return inputs
@@ -174,7 +174,7 @@ def _prepare_inputs(
 
 def _decode(job: Job, upload: bytes | None, runtime: ModelRuntime, limits: IntakeLimits):
     if upload is None:
-        raise AppError("The uploaded image expired before it was processed.", code="upload_missing")
+        raise UploadMissing("The uploaded image expired before it was processed.")
     try:
         return load_radiograph(upload, runtime.card.preprocessing, limits)
     except AppError:
@@ -183,7 +183,7 @@ def _decode(job: Job, upload: bytes | None, runtime: ModelRuntime, limits: Intak
         # The gateway decoded this file once already, so this is a decoder quirk; it must fail
         # this one job, not the batch (which would be handed back and fail again, for ever).
         log.warning("Job %s: decoder raised %s", job.job_id, type(error).__name__)
-        raise AppError("The image could not be decoded.", code="corrupt_image") from error
+        raise CorruptImage("The image could not be decoded.") from error
 
 
 def _succeed(job: Job, prediction: Prediction, runtime: ModelRuntime) -> None:
@@ -227,9 +227,9 @@ class _SerialExecutor(Executor):
 _SERIAL = _SerialExecutor()
 
 
-def _fail(job: Job, code: str, message: str) -> None:
+def _fail(job: Job, error: AppError) -> None:
     job.status, job.finished_at = JobStatus.failed, utc_now()
-    job.error = JobError(code=code, message=message)
+    job.error = JobError(code=error.code, message=error.message)
 
 
 def _elapsed_ms(started: float) -> float:
