@@ -50,10 +50,18 @@ def test_bfloat16_keeps_probabilities_and_valid_maps(tiny_model_dir: Path, image
         assert cam.dtype == np.float32 and 0.0 <= cam.min() and cam.max() <= 1.0
 
 
-def test_warm_up_compiles_every_bucket(tiny_model_dir: Path) -> None:
+def test_tensorflow_traces_one_program_in_warm_up_for_every_batch_size(
+    tiny_model_dir: Path,
+) -> None:
+    """TensorFlow's signature leaves the batch axis free: the warm-up's one trace serves every
+    size after it. JAX's one compilation per bucket is counted in test_jax_backend.py."""
     runtime = ModelRuntime.from_directory(tiny_model_dir, max_batch=4)
-    assert runtime.warm_up() > 0
-    assert len(runtime.predict(np.zeros((3, 64, 64), np.uint8))) == 3
+    assert runtime.traced_batch_sizes == []
+    runtime.warm_up()
+    assert runtime.traced_batch_sizes == [None]
+    for count in range(1, 7):
+        assert len(runtime.predict(np.zeros((count, 64, 64), np.uint8))) == count
+    assert runtime.traced_batch_sizes == [None]
 
 
 def test_model_calls_from_batches_in_flight_take_turns(tiny_model_dir: Path, images) -> None:

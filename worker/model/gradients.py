@@ -16,20 +16,25 @@ from worker.model.gradcam import all_maps
 
 # images (B, S, S, 1) uint8, logit threshold -> (logits (B,), maps (B, M, h, w))
 Explainer = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]
+# Called with the batch size each time the backend traces a new program (None: any size).
+TraceListener = Callable[[int | None], None]
 
 
 def make_explainer(
-    features: keras.Model, head: keras.Model, jit_compile: bool = False
+    features: keras.Model,
+    head: keras.Model,
+    jit_compile: bool = False,
+    on_trace: TraceListener = lambda batch_size: None,
 ) -> Explainer:
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tensorflow_explainer(features, head, jit_compile)
+        return _tensorflow_explainer(features, head, jit_compile, on_trace)
     if backend == "jax":
-        return _jax_explainer(features, head)
+        return _jax_explainer(features, head, on_trace)
     raise RuntimeError(f"KERAS_BACKEND={backend!r} is not supported; use tensorflow or jax.")
 
 
-def _tensorflow_explainer(features, head, jit_compile: bool) -> Explainer:
+def _tensorflow_explainer(features, head, jit_compile: bool, on_trace: TraceListener) -> Explainer:
     import tensorflow as tf
 
     size = features.input.shape[1]
@@ -41,6 +46,7 @@ def _tensorflow_explainer(features, head, jit_compile: bool) -> Explainer:
     # A fixed signature with a free batch axis: one trace for the process's lifetime.
     @tf.function(input_signature=signature, jit_compile=jit_compile)
     def explain(images, logit_threshold):
+        on_trace(images.shape[0])  # Python runs here only while tracing
         feature_maps = features(images, training=False)
         with tf.GradientTape() as tape:
             tape.watch(feature_maps)
@@ -57,11 +63,12 @@ def _tensorflow_explainer(features, head, jit_compile: bool) -> Explainer:
     return call
 
 
-def _jax_explainer(features, head) -> Explainer:
+def _jax_explainer(features, head, on_trace: TraceListener) -> Explainer:
     import jax
     import jax.numpy as jnp
 
     def explain(feature_state, head_state, images, logit_threshold):
+        on_trace(images.shape[0])  # jit traces, and compiles, once per batch shape
         feature_maps, _ = features.stateless_call(*feature_state, images, training=False)
 
         def head_logits(maps):

@@ -67,7 +67,13 @@ class ModelRuntime:
         if mixed_precision:
             model = rebuild_in_bfloat16(model, card)
         features, head = split_classifier(model)
-        self._explain = make_explainer(features, head, jit_compile=jit_compile)
+        # One entry per trace of the explainer: the batch size where the backend traces and
+        # compiles per shape (JAX), None for TensorFlow's one graph for any batch size (XLA,
+        # when on, compiles that graph per shape without tracing it again).
+        self.traced_batch_sizes: list[int | None] = []
+        self._explain = make_explainer(
+            features, head, jit_compile, on_trace=self.traced_batch_sizes.append
+        )
         # JAX and XLA compile one program per batch shape, so batches are padded to a few
         # sizes; TensorFlow's graph takes any batch size, and padding would only burn time
         # (a batch of 9 padded to 16 costs as much as 16).
