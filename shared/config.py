@@ -108,6 +108,16 @@ class Settings(BaseSettings):
         "round trip. `auto`: where the broker has BLMPOP; true: a worker whose broker lacks it "
         "refuses to start; false: one message per round trip (BRPOP).",
     )
+    library_overrides: Literal["auto", "require", "off"] = Field(
+        "auto",
+        description="The worker's transport and batching override private methods of kombu and "
+        "celery-batches, each written for the version pyproject.toml pins "
+        "(worker.serving.overrides). `auto`: each runs where its library is that version; "
+        "elsewhere the worker logs a warning and runs the library's own code, slower per job "
+        "(one message per round trip, one transaction per acknowledgement, batches on a timer). "
+        "`require`: a worker with another version refuses to start. `off`: always the "
+        "libraries' own code.",
+    )
     max_deliveries: int = Field(
         3,
         gt=0,

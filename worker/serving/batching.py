@@ -16,6 +16,10 @@ the model nothing: Celery schedules them on the consumer's event loop.
 one batch reads and writes Redis while another is in the model (`ModelRuntime.predict` runs
 one call at a time): that pays on a GPU, where the model is a fraction of a batch's time, and
 not on a CPU, where the model already has every core (bench/RESULTS.md).
+
+`AdaptiveBatches` overrides private methods of celery-batches: where the installed version is
+not the one it was written for, the task is celery-batches' own `Batches`
+(`worker.serving.overrides`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
+
+from shared.config import Settings
 
 
 class AdaptiveBatches(Batches):
@@ -49,7 +55,8 @@ class AdaptiveBatches(Batches):
         """celery-batches' flush, plus the in-flight count lowered when the batch returns and
         the next batch formed at once. At most one batch per call: what was buffered beyond
         it goes back to the buffer for the next batch, instead of running now as a short tail
-        call (on a CPU, a call of 3 images costs a fifth more per image than a call of 16)."""
+        call (on a CPU a small call costs more per image than a full one: fixed per-call costs
+        are shared by fewer images)."""
         requests = list(requests)
         for request in requests[self.flush_every :]:
             self._buffer.put(request)
@@ -76,3 +83,16 @@ class AdaptiveBatches(Batches):
             apply_batches_task, (self, serializable, 0, None),
             accept_callback=on_accepted, callback=on_return,
         )  # fmt: skip
+
+
+def batch_task_options(settings: Settings, adaptive: bool) -> dict[str, Any]:
+    """`app.task` options for a batch task: `AdaptiveBatches` where its override runs, else
+    celery-batches' own `Batches` (a batch every `flush_every` messages or on the timer)."""
+    options: dict[str, Any] = {
+        "flush_every": settings.batch_size,
+        "flush_interval": settings.batch_wait_ms / 1000.0,
+        "acks_late": True,
+    }
+    if not adaptive:
+        return options | {"base": Batches}
+    return options | {"base": AdaptiveBatches, "batches_in_flight": settings.batches_in_flight}

@@ -19,9 +19,10 @@ model is cheap, that per-message bookkeeping is a visible share of what a job co
   reaches Celery.
 
 Everything else (priorities, the visibility timeout, restoring on shutdown) is kombu's. The
-worker always uses this transport (`worker.serving.celery_app`); the gateway publishes with kombu's
-own. The overridden methods are private to kombu, so `pyproject.toml` pins kombu and
-tests/integration/test_transport.py drives queues through this transport.
+worker uses this transport (`worker.serving.celery_app`); the gateway publishes with kombu's
+own. The overridden methods are private to kombu, so `pyproject.toml` pins kombu, a worker
+whose kombu is another version runs kombu's own transport instead (`worker.serving.overrides`),
+and tests/integration/test_transport.py drives queues through this transport.
 """
 
 from __future__ import annotations
