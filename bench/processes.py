@@ -193,10 +193,11 @@ class ServerProcess:
 
 
 class UvicornProcess(ServerProcess):
-    """`uvicorn MODULE:app`, as the compose file runs the gateway (the benchmark's servers)."""
+    """`uvicorn MODULE:app`, or with `factory` `uvicorn --factory MODULE:function` as the
+    compose file runs the gateway (the benchmark's servers)."""
 
     def __init__(self, app: str, environment: dict[str, str], log_path: Path,
-                 ready_path: str = "/healthz"):  # fmt: skip
-        command = [sys.executable, "-m", "uvicorn", app, "--port", "{port}",
-                   "--log-level", "warning", "--no-access-log"]  # fmt: skip
+                 ready_path: str = "/healthz", factory: bool = False):  # fmt: skip
+        command = [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
+                   "--port", "{port}", "--log-level", "warning", "--no-access-log"]  # fmt: skip
         super().__init__(command, environment, log_path, ready_path)

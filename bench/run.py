@@ -240,7 +240,8 @@ def _http_runs(redis: RedisServer, model_dir: Path, images: list[bytes], plan: P
     baseline alternate `plan.rounds` times; each reports its median round."""
     worker = start_worker(redis, model_dir, workdir, plan.batch_size, name="e2e-worker")
     environment = gateway_environment(redis, model_dir)
-    gateway = UvicornProcess("gateway.app:app", environment, workdir / "gateway.log", "/readyz")
+    gateway = UvicornProcess("gateway.app:create_app", environment, workdir / "gateway.log",
+                             "/readyz", factory=True)  # fmt: skip
     baseline = UvicornProcess("bench.sync_baseline:app", environment, workdir / "baseline.log",
                               "/docs")  # fmt: skip
     try:

@@ -1,4 +1,8 @@
-"""The FastAPI application: `uvicorn gateway.app:app`. `create_app(settings)` for tests."""
+"""The FastAPI application, built by a factory: `uvicorn --factory gateway.app:create_app`.
+
+No module-level app, so importing this module reads no environment; the factory reads the
+settings once per process (tests pass their own to `create_app(settings)`).
+"""
 
 from __future__ import annotations
 
@@ -162,6 +166,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RedisError, redis_error)
-
-
-app = create_app()

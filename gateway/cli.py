@@ -13,13 +13,15 @@ def gateway(
     workers: Annotated[int, typer.Option(min=1, help="Gateway processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Run the HTTP gateway (uvicorn gateway.app:app): API, web page at /, docs at /docs.
+    """Run the HTTP gateway (uvicorn --factory gateway.app:create_app): API, web page at /,
+    docs at /docs.
 
     Configured by PNEUMO_* environment variables (PNEUMO_REDIS_URL, PNEUMO_API_KEYS, ...).
     """
     import uvicorn
 
-    uvicorn.run("gateway.app:app", host=host, port=port, workers=workers, log_level=log_level)
+    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)  # fmt: skip
 
 
 def register_commands(app: typer.Typer) -> None:

@@ -32,6 +32,6 @@ pids+=($!)
 echo "worker   loading model ${PNEUMO_MODEL_DIR:-models/demo} (log .run/worker.log)"
 
 echo "gateway  on http://127.0.0.1:${GATEWAY_PORT}  (docs at /docs, readiness at /readyz)"
-uvicorn gateway.app:app --host 127.0.0.1 --port "$GATEWAY_PORT" &
+uvicorn --factory gateway.app:create_app --host 127.0.0.1 --port "$GATEWAY_PORT" &
 pids+=($!)
 wait -n

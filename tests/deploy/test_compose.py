@@ -199,7 +199,8 @@ def test_gateway_serves_8000_after_redis_is_healthy(compose):
     gateway = compose["services"]["gateway"]
     assert gateway["command"] == [
         "uvicorn",
-        "gateway.app:app",
+        "--factory",
+        "gateway.app:create_app",
         "--host",
         "0.0.0.0",
         "--port",

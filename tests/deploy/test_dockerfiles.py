@@ -10,6 +10,7 @@ pyproject.toml pins; .dockerignore keeps secrets and bulk out of the build conte
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ DOCKERFILES = {
 }
 DEPS_SCRIPT = DEPLOY / "docker" / "pyproject_deps.py"
 ML_PACKAGES = ("tensorflow", "keras", "jax", "torch")
+# Model making and auditing only (`.[training]`, `.[dev]`): never in a serving image.
+TRAINING_PACKAGES = ("matplotlib", "scipy", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,27 @@ def requirements_for(*arguments: str) -> list[str]:
         timeout=60,
     )
     return result.stdout.splitlines()
+
+
+def requirement_names(extra: str) -> set[str]:
+    """The distributions `pip install '.[extra]'` asks for by name, from the real pyproject.toml."""
+    return {
+        re.split(r"[\[=<>~!; ]", line)[0].lower()
+        for line in requirements_for(str(REPO_ROOT / "pyproject.toml"), extra)
+    }
+
+
+def installed_extras(instructions: list[Instruction]) -> list[str]:
+    """The extras a Dockerfile's dependency step names, build-argument defaults resolved."""
+    defaults = {}
+    for instruction in instructions:
+        if instruction.keyword == "ARG" and "=" in instruction.arguments:
+            name, _, value = instruction.arguments.partition("=")
+            defaults[name] = value
+    words = dependency_install(instructions).split("pyproject.toml", 1)[1].split()
+    extras = itertools.takewhile(lambda word: not word.startswith(("-", ">")), words)
+    argument = re.compile(r"\$\{?(\w+)\}?")
+    return [argument.sub(lambda match: defaults[match.group(1)], e.strip("\"'")) for e in extras]
 
 
 def pinned_tensorflow(pyproject) -> str:
@@ -203,10 +227,7 @@ def test_gateway_image_has_no_tensorflow():
     install = dependency_install(instructions)
     assert re.search(r"pyproject\.toml gateway\b", install), install
     # What that step installs, computed from the real pyproject.toml.
-    names = {
-        re.split(r"[\[=<>~!; ]", line)[0].lower()
-        for line in requirements_for(str(REPO_ROOT / "pyproject.toml"), "gateway")
-    }
+    names = requirement_names("gateway")
     assert names.isdisjoint(ML_PACKAGES), names
 
 
@@ -216,7 +237,7 @@ def test_gateway_checks_healthz_and_exposes_8000():
     assert len(healthchecks) == 1 and "/healthz" in healthchecks[0] and "urllib" in healthchecks[0]
     assert any(i.keyword == "EXPOSE" and i.arguments == "8000" for i in instructions)
     command = next(i.arguments for i in final_stage(instructions) if i.keyword == "CMD")
-    assert "gateway.app:app" in command and '"8000"' in command
+    assert '"--factory", "gateway.app:create_app"' in command and '"8000"' in command
 
 
 def test_gpu_worker_starts_from_the_pinned_tensorflow_image(pyproject):
@@ -242,6 +263,22 @@ def test_cpu_worker_installs_the_pinned_tensorflow_cpu(pyproject):
     )
     assert f"tensorflow-cpu=={version}" in requirements
     assert not any(line.startswith("tensorflow==") for line in requirements)
+
+
+@pytest.mark.parametrize("name", ["worker-cpu", "worker-gpu"])
+def test_worker_images_install_the_serving_extra_alone(name):
+    assert installed_extras(parse_dockerfile(DOCKERFILES[name])) == ["worker"]
+
+
+# worker-jax: what the CPU image installs with `--build-arg PNEUMO_EXTRA=worker-jax`.
+@pytest.mark.parametrize("extra", ["worker", "worker-jax"])
+def test_serving_extras_bring_no_training_libraries(extra):
+    names = requirement_names(extra)
+    assert {"keras", "celery", "celery-batches"} <= names, names
+    assert names.isdisjoint(TRAINING_PACKAGES), names
+    # Spelled as pyproject.toml spells them, or the check above would pass for nothing.
+    assert {"matplotlib", "scipy"} <= requirement_names("training")
+    assert "scikit-learn" in requirement_names("dev")
 
 
 @pytest.mark.parametrize("name", ["worker-cpu", "worker-gpu"])

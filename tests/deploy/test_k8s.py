@@ -122,7 +122,8 @@ def test_gateway_probes_healthz_for_liveness_and_readyz_for_readiness(k8s_docs):
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["command"] == [
         "uvicorn",
-        "gateway.app:app",
+        "--factory",
+        "gateway.app:create_app",
         "--host",
         "0.0.0.0",
         "--port",

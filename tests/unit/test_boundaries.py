@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -69,3 +70,67 @@ def test_serving_runs_without_the_training_libraries() -> None:
         env={**os.environ, "KERAS_BACKEND": "tensorflow"},
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr[-3000:]
+
+
+def test_importing_the_services_reads_no_settings() -> None:
+    """Settings are read when a process starts serving, not on import: with a PNEUMO_
+    variable `Settings` refuses, the gateway and the worker still import, reading nothing."""
+    probe = (
+        "import gateway.app, worker.serving.celery_app, worker.serving.tasks; "
+        "from shared.config import get_settings; "
+        "assert get_settings.cache_info().currsize == 0; "
+        "print('imported', flush=True); "
+        "get_settings()"
+    )
+    environment = {**os.environ, "PNEUMO_BATCH_SIZE": "sixteen"}
+    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=environment,
+                         capture_output=True, text=True)  # fmt: skip
+    # Only the last statement, the explicit read, fails, and it names the variable.
+    assert run.stdout == "imported\n", run.stderr[-3000:]
+    assert run.returncode != 0
+    assert "validation error for Settings\nbatch_size" in run.stderr, run.stderr[-3000:]
+
+
+ENVIRONMENT_NAMES = {"environ", "environb", "getenv", "putenv", "unsetenv"}
+SETTINGS_READERS = {"Settings", "get_settings"}
+
+
+def import_time_environment_uses(tree: ast.AST) -> list[int]:
+    """Lines that touch the environment or read settings when the module is imported: outside
+    function bodies (decorators and default values run on import, so they count)."""
+    lines = []
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            pending += [*node.decorator_list, *node.args.defaults]
+            pending += [default for default in node.args.kw_defaults if default]
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.Attribute) and node.attr in ENVIRONMENT_NAMES:
+            lines.append(node.lineno)
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            lines += [node.lineno for alias in node.names if alias.name in ENVIRONMENT_NAMES]
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in SETTINGS_READERS:
+            lines.append(node.lineno)
+        pending += ast.iter_child_nodes(node)
+    return sorted(lines)
+
+
+def test_no_module_but_the_settings_reads_the_environment_on_import() -> None:
+    sources = [
+        path
+        for package in ("shared", "gateway", "worker", "client", "bench")
+        for path in (REPO_ROOT / package).rglob("*.py")
+    ]
+    offenders = {
+        str(path.relative_to(REPO_ROOT)): lines
+        for path in sources
+        if path != REPO_ROOT / "shared" / "config.py"
+        and (lines := import_time_environment_uses(ast.parse(path.read_text())))
+    }
+    assert offenders == {}
+    # The check sees what it looks for.
+    assert import_time_environment_uses(ast.parse("import os\nA = os.environ.get('A')")) == [2]
+    assert import_time_environment_uses(ast.parse("def f():\n    return os.getenv('A')")) == []
