@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -129,7 +130,7 @@ def write_test_set(out_dir: Path, name: str, config: BiasConfig) -> Path:
 
 def write_film(out_dir: Path, stem: str, phantom: Phantom) -> dict:
     class_name = CLASS_NAMES[phantom.label]
-    entry = {
+    entry: dict[str, Any] = {  # a manifest record, as JSON
         "path": f"test/{class_name}/{stem}.png",
         "split": "test",
         "label": phantom.label,

@@ -110,7 +110,8 @@ def localisation_scores(maps: np.ndarray, data: AuditData, predicted: np.ndarray
     every = np.arange(len(maps))
     border = np.broadcast_to(border_mask(maps.shape[1], BORDER_FRACTION), maps.shape)
     scores = {"border_energy": mean_share(maps, border, every)}
-    if not data.has_masks:
+    lungs, lesions, artefacts = data.lung_masks, data.lesion_masks, data.artifact_masks
+    if lungs is None or lesions is None or artefacts is None:  # loaded together, or not at all
         missing = (
             "pointing_game",
             "pointing_game_strict",
@@ -120,15 +121,15 @@ def localisation_scores(maps: np.ndarray, data: AuditData, predicted: np.ndarray
         )
         return scores | dict.fromkeys(missing, None) | {"pointing_game_images": 0}
     true_positives = np.flatnonzero(
-        (data.labels == 1) & (predicted == 1) & data.lesion_masks.any(axis=(1, 2))
+        (data.labels == 1) & (predicted == 1) & lesions.any(axis=(1, 2))
     )
-    with_artefact = np.flatnonzero(data.artifact_masks.any(axis=(1, 2)))
+    with_artefact = np.flatnonzero(artefacts.any(axis=(1, 2)))
     return (
         scores
-        | lesion_scores(maps, data.lesion_masks, true_positives)
+        | lesion_scores(maps, lesions, true_positives)
         | {
-            "lung_energy": mean_share(maps, data.lung_masks, every),
-            "artifact_energy": mean_share(maps, data.artifact_masks, with_artefact),
+            "lung_energy": mean_share(maps, lungs, every),
+            "artifact_energy": mean_share(maps, artefacts, with_artefact),
         }
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -59,6 +60,7 @@ def cam_grid(
     """One row per image: the model input, its masks outlined, then one overlay per method with
     the lesion outline and the map's peak (x)."""
     methods = list(maps)
+    lesions = masks.get("lesion")
     rows, columns = len(images), 2 + len(methods)
     figure, grid = plt.subplots(
         rows, columns, figsize=(PANEL * columns, PANEL * rows), squeeze=False
@@ -73,11 +75,7 @@ def cam_grid(
         for column, method in enumerate(methods, start=2):
             cam = maps[method][row]
             grid[row, column].imshow(blend(image, cam))
-            _outline(
-                grid[row, column],
-                None if masks.get("lesion") is None else masks["lesion"][row],
-                "white",
-            )
+            _outline(grid[row, column], None if lesions is None else lesions[row], "white")
             peak_row, peak_column = np.unravel_index(int(np.argmax(cam)), cam.shape)
             grid[row, column].plot(peak_column, peak_row, "wx", markersize=7, markeredgewidth=2)
             _blank(grid[row, column], method)
@@ -87,7 +85,9 @@ def cam_grid(
 def deletion_plot(fractions: list[float], curves: dict[str, list[float]], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(4.6, 3.6))
     for name, curve in curves.items():
-        style = {"linestyle": ":", "color": "grey"} if name == "random" else {"marker": "o"}
+        style: dict[str, Any] = (
+            {"linestyle": ":", "color": "grey"} if name == "random" else {"marker": "o"}
+        )
         axes.plot(fractions, curve, label=name, markersize=3, **style)
     axes.set(
         xlabel="fraction of pixels removed (most relevant first)",
@@ -116,8 +116,11 @@ def randomisation_plot(stages: list[dict], path: Path) -> Path:
     return _save(figure, path)
 
 
-def randomisation_examples(image: np.ndarray, examples: dict[str, np.ndarray], path: Path) -> Path:
-    """One image's map (rows: methods) after each randomisation stage (columns)."""
+def randomisation_examples(
+    image: np.ndarray, examples: dict[str, dict[str, np.ndarray]], path: Path
+) -> Path:
+    """One image's map (rows: methods) after each randomisation stage (columns); `examples`
+    is stage -> method -> map."""
     stages = list(examples)
     methods = list(examples[stages[0]])
     figure, grid = plt.subplots(
@@ -140,7 +143,7 @@ def before_after_plot(rows: dict[str, dict[str, float | None]], path: Path) -> P
     figure, axes = plt.subplots(figsize=(1.3 * len(quantities) + 2, 3.6))
     width = 0.8 / len(models)
     for index, model in enumerate(models):
-        heights = [rows[model][q] if rows[model][q] is not None else 0.0 for q in quantities]
+        heights = [rows[model][quantity] or 0.0 for quantity in quantities]  # None: not measured
         axes.bar(np.arange(len(quantities)) + index * width, heights, width, label=model)
     axes.set_xticks(np.arange(len(quantities)) + width * (len(models) - 1) / 2)
     axes.set_xticklabels(quantities, rotation=20, fontsize=8)

@@ -130,7 +130,11 @@ class QoS(kombu_redis.QoS):
 class Channel(kombu_redis.Channel):
     QoS = QoS
     multi_pop: bool | str = False  # the transport option: True, False or "auto"
-    from_transport_options = kombu_redis.Channel.from_transport_options + ("multi_pop",)
+    # kombu is untyped: its class defaults (False, None, a tuple of so many names) are
+    # narrower than what its own code and ours assign.
+    _in_poll: Any  # False, None or the connection polled
+    _brpop_sent_at: Any  # None, or when the pending pop was sent
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("multi_pop",)  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

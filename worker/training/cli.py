@@ -17,7 +17,6 @@ from rich.console import Console
 console = Console()
 
 DEMO_NAME, DEMO_VERSION = "pneumo-cnn-phantom-demo", "1.0.0"
-DEMO_PHANTOMS = {"size": 256, "prevalence": 0.6, "images_per_patient": (1, 3)}
 
 Seed = Annotated[int, typer.Option(help="Seeds the data split, weights and augmentation.")]
 CacheDir = Annotated[
@@ -131,12 +130,14 @@ def train_demo(
         write_kermany_dataset(
             data,
             count=count,
+            size=256,
             seed=seed,
+            prevalence=0.6,
             split_fractions=(0.75, 0.05, 0.2),
             artifact=None,
             artifact_correlation=0.0,
             image_format="png",
-            **DEMO_PHANTOMS,
+            images_per_patient=(1, 3),
         )
         run_training(data, out, config, identity, validation_fraction=0.15, cache_dir=None)
         run_evaluation(out, data, out / "report", "test", 1000, seed, True, None)
