@@ -72,6 +72,13 @@ def test_serving_runs_without_the_training_libraries() -> None:
     assert probe.returncode == 0, probe.stderr[-3000:]
 
 
+def test_the_worker_app_without_its_tasks_loads_no_model_libraries() -> None:
+    """The healthcheck's `celery -A worker.serving.celery_app inspect ping` builds the app;
+    the tasks, and with them Keras, come only when a worker finalizes it."""
+    loaded = modules_loaded_by("import worker.serving.celery_app as module; module.app")
+    assert "celery" in loaded and not {"tensorflow", "keras", "jax"} & loaded
+
+
 def test_importing_the_services_reads_no_settings() -> None:
     """Settings are read when a process starts serving, not on import: with a PNEUMO_
     variable `Settings` refuses, the gateway and the worker still import, reading nothing."""

@@ -20,14 +20,12 @@ from celery.worker.consumer import Consumer
 
 from shared.config import Settings, get_settings
 from shared.queue import enqueue_predict, make_celery
-from worker.serving.context import get_context
 from worker.serving.overrides import (
     OverridesDecision,
     decide_overrides,
     installed_versions,
     report,
 )
-from worker.serving.tasks import register_tasks
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +47,16 @@ def create_worker_app(settings: Settings, overrides: OverridesDecision | None = 
         app.conf.broker_transport_options = app.conf.broker_transport_options | {
             "multi_pop": settings.broker_multi_pop
         }
-    register_tasks(app, settings, adaptive_batching=overrides.batching)
+    adaptive_batching = overrides.batching
+
+    def register_tasks_when_finalized(**_: object) -> None:
+        # Imported only now: the tasks bring the model's libraries, which Celery's control
+        # commands (the healthcheck's `celery inspect ping`) never need.
+        from worker.serving.tasks import register_tasks
+
+        register_tasks(app, settings, adaptive_batching)
+
+    app.on_after_finalize.connect(register_tasks_when_finalized, weak=False)
     return app
 
 
@@ -78,6 +85,8 @@ def report_overrides(**_: object) -> None:
 
 @signals.worker_ready.connect
 def load_model_and_announce(sender: Consumer, **_: object) -> None:
+    from worker.serving.context import get_context
+
     context = get_context()
     context.start_heartbeat()
     context.start_sweeper(lambda job_id: enqueue_predict(sender.app, context.settings, job_id))
@@ -86,5 +95,7 @@ def load_model_and_announce(sender: Consumer, **_: object) -> None:
 
 @signals.worker_shutdown.connect
 def deregister(**_: object) -> None:
+    from worker.serving.context import get_context
+
     if get_context.cache_info().currsize:
         get_context().stop()
