@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, intake_cpu_ms_per_film, model_ceiling
@@ -102,6 +103,7 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
     client.config_resetstat()
     worker = start_worker(redis, model_dir, workdir, batch_size, name=name, **(settings or {}))
     wait_for_workers(client, 1, timeout_s=180, processes=[worker])
+    assert worker.process is not None and redis.process is not None  # both running now
     rss_start = rss_mib(worker.process.pid)
     rss = RssTrajectory(worker.process.pid, jobs)
     profile_path = workdir / f"{name}-profile.txt"
@@ -476,8 +478,9 @@ def profile_markdown(profile: dict) -> list[str]:
 
 
 def main(quick: bool, json_path: Path | None, model_dir: Path = DEFAULT_MODEL_DIR,
-         profile: bool = False, **plan_changes: object) -> dict:  # fmt: skip
-    """`plan_changes`: Plan fields to override (batch_size, jpeg_sides), e.g. for a GPU."""
+         profile: bool = False, **plan_changes: Any) -> dict:  # fmt: skip
+    """`plan_changes`: Plan fields to override (batch_size, jpeg_sides), e.g. for a GPU;
+    `dataclasses.replace` refuses a name that is not a field."""
     started = time.perf_counter()
     plan = dataclasses.replace(
         Plan.quick() if quick else Plan.full(), profile=profile, **plan_changes

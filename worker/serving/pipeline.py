@@ -220,7 +220,7 @@ def _write_final(
 class _SerialExecutor(Executor):
     """`map` in the calling thread, for callers (tests, tools) that bring no thread pool."""
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):  # type: ignore[override]
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
         return list(map(fn, *iterables))
 
 
