@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from client.cli import app
-from worker.serving.cli import worker_command
 from tests.support.dicoms import DicomSpec, dicom_file, ramp
 from tests.support.images import phantom_png
 from tests.unit.test_boundaries import modules_loaded_by
+from worker.serving.cli import worker_command
 
 pytestmark = pytest.mark.slow
 # Wide enough that rich never folds a job id across lines.
