@@ -16,6 +16,8 @@ from typing import Self
 import httpx
 import redis
 
+from shared.store import SyncStore
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -130,15 +132,17 @@ class WorkerProcess:
 
 
 def wait_for_workers(client: redis.Redis, count: int, timeout_s: float = 90,
-                     processes: Sequence[WorkerProcess] = ()) -> None:  # fmt: skip
-    """Workers announce themselves in `pneumo:workers` once their model is loaded and warm.
+                     processes: Sequence[WorkerProcess] = (),
+                     prefix: str = "pneumo") -> None:  # fmt: skip
+    """Workers announce themselves in the store once their model is loaded and warm.
     A worker among `processes` that exits meanwhile fails the wait at once, with its log."""
+    store = SyncStore(client, prefix, ttl_s=0)  # reads heartbeats only
 
     def announced() -> bool:
         for worker in processes:
             if worker.process is not None and worker.process.poll() is not None:
                 raise RuntimeError(f"Worker {worker.name} exited:\n{worker.log_text()[-3000:]}")
-        return client.hlen("pneumo:workers") >= count
+        return len(store.announced_workers()) >= count
 
     wait_until(announced, timeout_s, f"{count} worker(s)")
 

@@ -60,7 +60,9 @@ OWN_FILE_PURPOSE = {
     "shared/dicom.py": DECODE,
     "shared/overlay.py": RENDER,
     "shared/handoff.py": DECODE,  # the gateway's model input, unpacked instead of decoding
-    "shared/store.py": REDIS,
+    "shared/store/sync_store.py": REDIS,
+    "shared/store/records.py": REDIS,
+    "shared/store/keys.py": REDIS,
     "shared/schemas.py": SERIALISATION,
     "worker/serving/batching.py": CELERY,
 }

@@ -93,10 +93,9 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
     job_ids = []
     for index in range(jobs):
         job = new_job(f"{name}-{index:06d}", store.ttl_s)
-        store.save([job], {job.job_id: submissions[index % len(submissions)]})
         # In the pending index, as the gateway files every job: each final write takes its
-        # job out, so the drain is watched with one ZCARD instead of reading every record.
-        store.client.zadd(store.keys.pending, {job.job_id: time.time()})
+        # job out, so the drain is watched with one count instead of reading every record.
+        store.save([job], {job.job_id: submissions[index % len(submissions)]}, pending=True)
         enqueue_predict(celery, shared_settings, job.job_id)
         job_ids.append(job.job_id)
     client = redis.client()
@@ -113,13 +112,12 @@ def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdi
     cpu_pids = {"worker": worker.process.pid, "redis": redis.process.pid}
     with CpuMeter(cpu_pids, load_generator=False) as meter:
         try:
-            wait_until(lambda: rss.note(client.zcard(store.keys.pending)), 3600,
-                       "the queue to drain")  # fmt: skip
+            wait_until(lambda: rss.note(store.pending_count()), 3600, "the queue to drain")
         finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
             breakdown = profiler.stop() if profiler else None
     rss_end = rss_mib(worker.process.pid)
     commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
-    records = [job for job in store.load_jobs(job_ids) if job is not None]
+    records = [job for job in store.load_jobs(job_ids) if isinstance(job, Job)]
     worker.stop()
     summary = _drain_summary(records, commands, rss_start, rss_end) | {"profiled": profile}
     summary["cpu_ms_per_job"] = meter.per_request_ms(jobs)

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.prometheus_metrics import Metrics
+from gateway.rate_limit import RateLimiter
 from gateway.routes import batches, compat, jobs, ops, web
 from gateway.serving import ServingPreprocessing
 from gateway.wakeups import FinishedJobs
@@ -45,20 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-        )
-        app.state.store = store = AsyncStore(client, settings.key_prefix, settings.job_ttl_s)
+        store = AsyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s)
+        app.state.store = store
         app.state.celery = make_celery(settings, "pneumo-gateway")
         # Long polls wake on a job's final write; it connects in the background, so the
         # gateway starts even while Redis is away.
-        app.state.finished_jobs = finished = FinishedJobs(
-            settings.redis_url, store.keys.finished_channel
-        )
+        app.state.finished_jobs = finished = FinishedJobs(store)
         finished.start()
         yield
         await finished.stop()
-        await client.aclose()
+        await store.aclose()
 
     app = FastAPI(
         title="Pneumonia X-ray triage",
@@ -69,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.serving_preprocessing = ServingPreprocessing(settings.heartbeat_s)
     if settings.cors_origins:
         app.add_middleware(

@@ -15,6 +15,7 @@ from celery import Celery
 from fastapi import Depends, Header, Request
 
 from gateway.prometheus_metrics import Metrics
+from gateway.rate_limit import RateLimiter
 from gateway.serving import ServingPreprocessing
 from gateway.submission import Intake
 from gateway.wakeups import FinishedJobs
@@ -137,13 +138,15 @@ IdempotencyKeyDep = Annotated[str | None, Depends(idempotency_key)]
 
 
 async def get_intake(
+    request: Request,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
     client: ClientDep,
     preprocessing: PreprocessingDep,
 ) -> Intake:
-    return Intake(store, celery, settings, client.scope, preprocessing)
+    rate_limiter: RateLimiter = request.app.state.rate_limiter
+    return Intake(store, celery, settings, client.scope, preprocessing, rate_limiter)
 
 
 # Everything an upload route needs to accept files (gateway.submission.Intake).

@@ -22,7 +22,7 @@ from gateway.serving import live_workers
 from shared.config import Settings
 from shared.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from shared.schemas import Job, JobStatus
-from shared.store import AsyncStore, ttl_left
+from shared.store import AsyncStore, Lookup, ttl_left
 
 # A claim whose job was never stored (the store failed in between) frees itself after this.
 IN_FLIGHT_TTL_S = 60
@@ -30,14 +30,14 @@ IN_FLIGHT_TTL_S = 60
 
 @dataclass(frozen=True)
 class ReuseKeys:
-    """The Redis keys under which one submission can be found again, and its fingerprint."""
+    """The lookups under which one submission can be found again, and its fingerprint."""
 
     fingerprint: str
-    idempotency: str | None = None
-    dedupe: str | None = None
+    idempotency: Lookup | None = None
+    dedupe: Lookup | None = None
 
-    def links(self, job_id: str) -> dict[str, str]:
-        """Key -> value to store with a new job."""
+    def links(self, job_id: str) -> dict[Lookup, str]:
+        """Lookup -> value to store with a new job."""
         links = {self.dedupe: job_id} if self.dedupe else {}
         if self.idempotency:
             links[self.idempotency] = self.claim_value(job_id)
@@ -48,7 +48,7 @@ class ReuseKeys:
 
 
 def reuse_keys(
-    store: AsyncStore, settings: Settings, scope: str, method: str, upload: bytes, key: str | None
+    settings: Settings, scope: str, method: str, upload: bytes, key: str | None
 ) -> ReuseKeys | None:
     """None when the submission cannot be a repeat (no key, dedupe off): hashing the upload
     costs the event loop a few hundred microseconds per film, for nothing then."""
@@ -59,8 +59,8 @@ def reuse_keys(
     fingerprint = content.hexdigest()
     return ReuseKeys(
         fingerprint=fingerprint,
-        idempotency=store.keys.idempotency(_digest(scope, key)) if key else None,
-        dedupe=store.keys.dedupe(_digest(scope, fingerprint)) if settings.dedupe_results else None,
+        idempotency=Lookup.idempotency_key(_digest(scope, key)) if key else None,
+        dedupe=Lookup.content(_digest(scope, fingerprint)) if settings.dedupe_results else None,
     )
 
 
@@ -71,7 +71,7 @@ def _digest(scope: str, text: str) -> str:
 async def find_earlier(store: AsyncStore, settings: Settings, keys: ReuseKeys) -> Job | None:
     """The job an earlier identical submission made, if it should be the answer to this one."""
     if keys.idempotency:
-        claimed = await store.lookup(keys.idempotency)
+        claimed = await store.find(keys.idempotency)
         if claimed:
             return await replay(store, claimed, keys.fingerprint)
     twin = await find_twin(store, settings, keys.dedupe) if keys.dedupe else None
@@ -105,9 +105,9 @@ async def replay(store: AsyncStore, earlier: bytes, fingerprint: str) -> Job:
     return job
 
 
-async def find_twin(store: AsyncStore, settings: Settings, dedupe_key: str) -> Job | None:
+async def find_twin(store: AsyncStore, settings: Settings, dedupe: Lookup) -> Job | None:
     """A succeeded job for the same content whose model is still the one serving."""
-    job_id = await store.lookup(dedupe_key)
+    job_id = await store.find(dedupe)
     job = await store.get(job_id.decode()) if job_id else None
     if job is None or job.status is not JobStatus.succeeded or job.result is None:
         return None

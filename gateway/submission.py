@@ -21,13 +21,13 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from gateway.idempotency import IN_FLIGHT_TTL_S, ReuseKeys, claim, find_earlier, reuse_keys
+from gateway.rate_limit import RateLimiter
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings
 from shared.errors import (
     AppError,
     QueueFull,
     QueueUnavailable,
-    RateLimited,
     UnknownMethod,
     UploadTooLarge,
     error_for_code,
@@ -41,7 +41,6 @@ from shared.store import AsyncStore, new_job
 # With no worker to say how its model preprocesses, validation only has to prove the file
 # decodes; JPEG draft mode makes that cheap.
 VALIDATION_DRAFT_SIDE = 256
-RATE_WINDOW_S = 60
 ANONYMOUS = "anonymous"
 
 
@@ -73,14 +72,15 @@ async def decode_upload(
 @dataclass(frozen=True)
 class Intake:
     """What accepting uploads takes, for one request: where jobs are stored and queued, the
-    limits, who is asking (rate limits, idempotency) and the preprocessing of the live workers'
-    model (the decode-once hand-off; None while no worker has said)."""
+    limits, who is asking (rate limits, idempotency), the preprocessing of the live workers'
+    model (the decode-once hand-off; None while no worker has said) and the rate limit."""
 
     store: AsyncStore
     celery: Celery
     settings: Settings
     client_scope: str = ANONYMOUS
     preprocessing: PreprocessParams | None = None
+    rate_limiter: RateLimiter = RateLimiter(0)
 
     async def accept(self, upload: UploadFile) -> Upload:
         """Read within limits and decode once; raises the client's error for a bad file."""
@@ -110,19 +110,9 @@ async def check_queue_depth(store: AsyncStore, settings: Settings) -> None:
         raise QueueFull(f"{depth} jobs are waiting; try again shortly.")
 
 
-async def enforce_rate_limit(store: AsyncStore, settings: Settings, scope: str) -> None:
-    """A fixed one-minute window per client; counted before the upload is even read."""
-    limit = settings.rate_limit_per_minute
-    if not limit:
-        return
-    now = time.time()
-    window = int(now // RATE_WINDOW_S)
-    count = await store.count_in_window(store.keys.rate(scope, window), RATE_WINDOW_S)
-    if count > limit:
-        raise RateLimited(
-            f"More than {limit} submissions this minute; slow down.",
-            retry_after_s=RATE_WINDOW_S - int(now % RATE_WINDOW_S),
-        )
+async def enforce_rate_limit(intake: Intake) -> None:
+    """Counted before the upload is even read (`gateway.rate_limit`)."""
+    await intake.rate_limiter.admit(intake.store, intake.client_scope)
 
 
 async def submit(
@@ -130,10 +120,9 @@ async def submit(
 ) -> Job:
     store, settings = intake.store, intake.settings
     check_method(method)
-    await enforce_rate_limit(store, settings, intake.client_scope)
+    await enforce_rate_limit(intake)
     accepted = await intake.accept(upload)
-    keys = reuse_keys(store, settings, intake.client_scope, method, accepted.stored,
-                      idempotency_key)  # fmt: skip
+    keys = reuse_keys(settings, intake.client_scope, method, accepted.stored, idempotency_key)
     earlier = await find_earlier(store, settings, keys) if keys else None
     if earlier is not None:
         return earlier
@@ -171,7 +160,7 @@ async def _forget(store: AsyncStore, job: Job, keys: ReuseKeys | None) -> None:
     with contextlib.suppress(RedisError):
         await store.delete(job.job_id)
         if keys is not None and keys.idempotency:
-            await store.client.delete(keys.idempotency)
+            await store.forget(keys.idempotency)
 
 
 async def wait_for_final(store: AsyncStore, finished: FinishedJobs, job: Job, wait_s: float) -> Job:
@@ -179,8 +168,8 @@ async def wait_for_final(store: AsyncStore, finished: FinishedJobs, job: Job, wa
     the recheck interval), until it is final or time is up."""
     if job.status.is_final:
         return job
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
+    clock = finished.clock
+    deadline = clock.now() + wait_s
     with finished.watching(job.job_id) as wakeup:
         while True:
             # Watching already, so a final write landing after this read still wakes us.
@@ -188,7 +177,7 @@ async def wait_for_final(store: AsyncStore, finished: FinishedJobs, job: Job, wa
             if refreshed is None:  # deleted meanwhile: answer with what we last saw
                 return job
             job = refreshed
-            time_left = deadline - loop.time()
+            time_left = deadline - clock.now()
             if job.status.is_final or time_left <= 0:
                 return job
             await wakeup.wait(time_left)

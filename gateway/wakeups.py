@@ -1,9 +1,9 @@
-"""Wake-ups for long polls: one Redis pub/sub subscription per gateway process.
+"""Wake-ups for long polls: one subscription to the store's finished channel per gateway process.
 
-A worker's final write publishes the job id on `{prefix}:finished`, in the same script that
-writes the record (`shared.store.WRITE_UNLESS_FINAL`). A long poll waits for that message
-instead of re-reading the record in a loop, so it answers within milliseconds of the result
-and costs Redis nothing while it waits.
+A worker's final write announces the job id on the finished channel, in the same script that
+writes the record (`shared.store.scripts`). A long poll waits for that announcement instead of
+re-reading the record in a loop, so it answers within milliseconds of the result and costs
+Redis nothing while it waits.
 
 Why one subscription per process, not one per request: a subscribed connection is a whole
 Redis connection, held for as long as it listens, so a thousand waiting requests would hold a
@@ -13,6 +13,8 @@ Pub/sub delivers at most once: a message published while the subscription is dow
 So every waiter re-reads its record at least every `RECHECK_S` even without a message (a
 lost message costs at most that long, never a hang), and every waiter is told to re-read as
 soon as the subscription is back.
+
+Time comes from a `Clock`, so tests move it instead of waiting for it to pass.
 """
 
 from __future__ import annotations
@@ -20,30 +22,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
+from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from shared.store import AsyncStore, FinishedAnnouncements
 
 log = logging.getLogger(__name__)
 
 RECHECK_S = 1.0
 # One read of the subscription waits at most this long, not for ever, so the connection's
-# health check (a PING every HEALTH_CHECK_S) runs even while no job finishes.
+# health check runs even while no job finishes.
 LISTEN_TIMEOUT_S = 1.0
-HEALTH_CHECK_S = 30
 # After a lost connection: 0.2 s, 0.4 s, ... then every BACKOFF_MAX_S until Redis is back.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
 
 
+class Clock(Protocol):
+    """Seconds on a monotonic scale, and waits measured on it."""
+
+    def now(self) -> float: ...
+
+    async def wait(self, event: asyncio.Event, timeout_s: float) -> bool:
+        """Until `event` is set (True) or `timeout_s` passes (False)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def wait(self, event: asyncio.Event, timeout_s: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class Wakeup:
     """One request's interest in one job."""
 
-    def __init__(self, recheck_s: float):
+    def __init__(self, recheck_s: float, clock: Clock):
         self.recheck_s = recheck_s
+        self.clock = clock
         self._event = asyncio.Event()
 
     def set(self) -> None:
@@ -53,11 +84,7 @@ class Wakeup:
         """Until a message says the job finished (True), or the timeout or the recheck interval
         passes (False); either way the caller re-reads the record next."""
         try:
-            async with asyncio.timeout(min(timeout_s, self.recheck_s)):
-                await self._event.wait()
-            return True
-        except TimeoutError:
-            return False
+            return await self.clock.wait(self._event, min(timeout_s, self.recheck_s))
         finally:
             # Consumed before the caller's re-read, so a message after that read wakes the
             # next wait instead of being lost.
@@ -67,19 +94,11 @@ class Wakeup:
 class FinishedJobs:
     """The process's subscription to the finished channel and the requests waiting on it."""
 
-    def __init__(self, redis_url: str, channel: str, recheck_s: float = RECHECK_S):
-        self.channel = channel
+    def __init__(self, store: AsyncStore, recheck_s: float = RECHECK_S, clock: Clock | None = None):
+        self.store = store
         self.recheck_s = recheck_s
-        # Its own client: the subscription holds its connection for good, outside the pool
-        # that requests share. No retries inside redis-py: every lost connection reaches
-        # `_listen_forever`, which resubscribes and tells the waiters to re-read.
-        self.client = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=HEALTH_CHECK_S,
-            retry=Retry(NoBackoff(), 0),
-        )
+        # Public so a test can swap in a clock it moves itself, before the first request.
+        self.clock: Clock = clock or MonotonicClock()
         self.subscriptions = 0  # times the subscription was (re)established
         self.subscribed = False
         self._waiters: dict[str, set[Wakeup]] = {}
@@ -93,13 +112,12 @@ class FinishedJobs:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.client.aclose()
 
     @contextlib.contextmanager
     def watching(self, job_id: str) -> Iterator[Wakeup]:
         """Enter before re-reading the record: a final write after that read then wakes it.
         Leaving removes the waiter, whether it finished, timed out or was cancelled."""
-        wakeup = Wakeup(self.recheck_s)
+        wakeup = Wakeup(self.recheck_s, self.clock)
         self._waiters.setdefault(job_id, set()).add(wakeup)
         try:
             yield wakeup
@@ -126,31 +144,31 @@ class FinishedJobs:
         failures = 0
         while True:
             try:
-                async with self.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
+                async with self.store.finished_announcements() as announcements:
                     failures = 0
-                    await self._relay(pubsub)
+                    await self._relay(announcements)
             except (RedisError, OSError) as error:
                 failures += 1
-                log.warning("Lost the %s subscription: %s", self.channel, error)
+                log.warning("Lost the finished-jobs subscription: %s", error)
             except Exception:
                 # A bug here must not end wake-ups for the life of the process; the waiters'
                 # rechecks serve them meanwhile.
                 failures += 1
-                log.exception("The %s subscription failed unexpectedly.", self.channel)
+                log.exception("The finished-jobs subscription failed unexpectedly.")
             self.subscribed = False
-            await asyncio.sleep(min(BACKOFF_FIRST_S * 2**failures, BACKOFF_MAX_S))
+            await self.clock.sleep(min(BACKOFF_FIRST_S * 2**failures, BACKOFF_MAX_S))
 
-    async def _relay(self, pubsub: aioredis.client.PubSub) -> None:
+    async def _relay(self, announcements: FinishedAnnouncements) -> None:
         while True:
-            message = await pubsub.get_message(timeout=LISTEN_TIMEOUT_S)
-            if message is None:
+            announcement = await announcements.next(LISTEN_TIMEOUT_S)
+            if announcement is None:
                 continue
-            if message["type"] == "subscribe":
-                # Listening from here on; a job that finished while we were not was never
-                # announced to us, so every waiter re-reads now instead of at its recheck.
+            if announcement.job_id is None:
+                # Redis confirmed the subscription: listening from here on. A job that
+                # finished while we were not was never announced to us, so every waiter
+                # re-reads now instead of at its recheck.
                 self.subscribed = True
                 self.subscriptions += 1
                 self._wake_all()
-            elif message["type"] == "message":
-                self._wake(message["data"].decode())
+            else:
+                self._wake(announcement.job_id)

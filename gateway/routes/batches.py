@@ -26,7 +26,7 @@ from gateway.submission import (
     enforce_rate_limit,
     store_and_enqueue,
 )
-from shared.batches import load_batch, save_batch
+from shared.batches import load_batch
 from shared.config import Settings
 from shared.errors import AppError, BatchNotFound, TooManyFiles
 from shared.schemas import Batch, BatchCreated, Job, batch_url
@@ -45,12 +45,12 @@ async def create_batch(
     check_method(method)
     check_file_count(len(files), intake.settings)
     for _ in files:  # each file counts as one submission against the client's rate limit
-        await enforce_rate_limit(intake.store, intake.settings, intake.client_scope)
+        await enforce_rate_limit(intake)
     uploads = await validate_each(files, intake)
     await check_queue_depth(intake.store, intake.settings)
     jobs = await enqueue_all(uploads, method, intake)
     batch = BatchCreated(batch_id=str(uuid.uuid4()), job_ids=[job.job_id for job in jobs])
-    await save_batch(intake.store, batch.batch_id, batch.job_ids)
+    await intake.store.save_batch(batch.batch_id, batch.job_ids)
     metrics.jobs_submitted.inc(len(jobs))
     response.headers["Location"] = batch_url(batch.batch_id)
     response.headers["Retry-After"] = "1"

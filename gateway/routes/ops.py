@@ -32,7 +32,7 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, responses={503: {"model": ErrorBody}})
 async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
-    metrics.queue_depth.set(await store.client.llen(settings.queue_name))
+    metrics.queue_depth.set(await store.queue_depth(settings.queue_name))
     metrics.live_workers.set(len(await live_workers(store, settings.heartbeat_s)))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -2,31 +2,30 @@
 
 The module has its own redis-server, so it can restart it without disturbing the session's
 worker; final states are written as the worker writes them (`SyncStore.write_unless_final`).
+Time is a `ManualClock`: a recheck or a timeout happens when the test moves the clock, so
+"woken by the message" means "answered while time stood still", with no wall-clock threshold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from gateway.submission import wait_for_final
-from gateway.wakeups import RECHECK_S, FinishedJobs
+from gateway.wakeups import BACKOFF_MAX_S, RECHECK_S, FinishedJobs
 from shared.config import Settings
 from shared.schemas import Job, JobStatus
 from shared.store import AsyncStore, Keys, SyncStore, Write, new_job
+from tests.support.clocks import ManualClock
 from tests.support.processes import RedisServer, wait_until
 
 PREFIX = "pneumo"
 CHANNEL = Keys(PREFIX).finished_channel
-# A wake-up by message takes milliseconds; one by the recheck, about RECHECK_S.
-WOKEN_BY_MESSAGE_S = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +40,16 @@ def store(own_redis: RedisServer) -> SyncStore:
 
 
 @pytest.fixture()
-def api(own_redis: RedisServer) -> Iterator[TestClient]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture()
+def api(own_redis: RedisServer, clock: ManualClock) -> Iterator[TestClient]:
     from gateway.app import create_app
 
     with TestClient(create_app(Settings(redis_url=own_redis.url, key_prefix=PREFIX))) as client:
+        finished_jobs(client).clock = clock
         wait_until(lambda: finished_jobs(client).subscribed, 10, "the finished-jobs subscription")
         yield client
 
@@ -72,29 +77,36 @@ class LongPoll(threading.Thread):
     def __init__(self, api: TestClient, job_id: str, wait_s: float):
         super().__init__(name="long-poll")
         self.api, self.job_id, self.wait_s = api, job_id, wait_s
-        self.answered_at = 0.0
+        self.status_code = 0
+        self.headers: dict[str, str] = {}
         self.body: dict = {}
 
     def run(self) -> None:
         response = self.api.get(f"/v1/jobs/{self.job_id}", params={"wait": self.wait_s})
-        self.answered_at = time.monotonic()
+        self.status_code, self.headers = response.status_code, dict(response.headers)
         self.body = response.json()
 
 
-def finishing_wakes_the_long_poll(api: TestClient, store: SyncStore) -> float:
-    """Seconds from the final write landing to the long poll's answer."""
-    finished = finished_jobs(api)
+def waiting_long_poll(api: TestClient, store: SyncStore, clock: ManualClock, wait_s: float):
+    """A long poll on a new queued job, started and waiting on the clock; and the index of
+    its first wait in `clock.requested`."""
     job = seeded_job(store)
-    poll = LongPoll(api, job.job_id, wait_s=10)
+    first_wait = len(clock.requested)
+    poll = LongPoll(api, job.job_id, wait_s)
     poll.start()
-    wait_until(lambda: finished.waiting == 1, 5, "the long poll to watch its job")
-    time.sleep(0.3)  # off the recheck's beat: a recheck would answer ~0.7 s after the write
+    clock.wait_for_timers(1, started=first_wait + 1)
+    return job, poll, first_wait
+
+
+def finishing_wakes_the_long_poll(api: TestClient, store: SyncStore, clock: ManualClock) -> None:
+    """The final write's message answers the poll while the clock stands still: one wait,
+    never timed out."""
+    job, poll, first_wait = waiting_long_poll(api, store, clock, wait_s=10)
     assert finish(store, job)
-    written_at = time.monotonic()
     poll.join(15)
     assert poll.body["status"] == "succeeded"
-    assert finished.waiting == 0
-    return poll.answered_at - written_at
+    assert clock.requested[first_wait:] == [RECHECK_S]
+    assert finished_jobs(api).waiting == 0
 
 
 def test_a_final_write_publishes_its_job_once_and_a_refused_write_nothing(
@@ -112,11 +124,13 @@ def test_a_final_write_publishes_its_job_once_and_a_refused_write_nothing(
     gone = seeded_job(store)
     own_redis.client().delete(Keys(PREFIX).job(gone.job_id))
     assert not finish(store, gone)  # deleted: refused
-    messages, deadline = [], time.monotonic() + 0.5
-    while time.monotonic() < deadline:
-        if message := subscriber.get_message(timeout=0.1):
-            messages.append(message["data"])
+    # Redis delivers in publishing order, so whatever the writes published arrives before this.
+    own_redis.client().publish(CHANNEL, b"end-of-test")
+    messages = []
+    while (message := subscriber.get_message(timeout=5)) and message["data"] != b"end-of-test":
+        messages.append(message["data"])
     subscriber.close()
+    assert message is not None, "the end-of-test message never came"
     assert messages == [job.job_id.encode()]
 
 
@@ -131,110 +145,117 @@ def test_blobs_still_land_beside_the_channel_argument(
     assert client.get(keys.blob(job.job_id, "heatmap")) == b"png-2"
 
 
-def test_a_long_poll_answers_within_milliseconds_of_the_final_write(
-    api: TestClient, store: SyncStore
+def test_a_long_poll_answers_on_the_final_writes_message_not_a_recheck(
+    api: TestClient, store: SyncStore, clock: ManualClock
 ) -> None:
-    latency = finishing_wakes_the_long_poll(api, store)
-    print(f"final write -> long-poll answer: {latency * 1000:.1f} ms")
-    assert latency < WOKEN_BY_MESSAGE_S < RECHECK_S
+    finishing_wakes_the_long_poll(api, store, clock)
 
 
 def test_a_long_poll_times_out_with_the_unfinished_job_and_leaves_no_waiter(
-    api: TestClient, store: SyncStore
+    api: TestClient, store: SyncStore, clock: ManualClock
 ) -> None:
-    job = seeded_job(store)
-    started = time.monotonic()
-    response = api.get(f"/v1/jobs/{job.job_id}", params={"wait": 1.5})
-    elapsed = time.monotonic() - started
-    assert response.status_code == 200 and response.json()["status"] == "queued"
-    assert response.headers["Retry-After"] == "1"
-    assert 1.5 <= elapsed < 2.5
+    _, poll, first_wait = waiting_long_poll(api, store, clock, wait_s=1.5)
+    clock.advance(RECHECK_S)  # the recheck finds it queued, and waits out the rest
+    clock.wait_for_timers(1, started=first_wait + 2)
+    assert poll.is_alive()
+    clock.advance(0.5)
+    poll.join(15)
+    assert poll.status_code == 200 and poll.body["status"] == "queued"
+    assert poll.headers["retry-after"] == "1"
+    assert clock.requested[first_wait:] == pytest.approx([RECHECK_S, 0.5])
     assert finished_jobs(api).waiting == 0
 
 
 def test_a_final_state_written_without_a_message_is_seen_at_the_recheck(
-    api: TestClient, store: SyncStore
+    api: TestClient, store: SyncStore, clock: ManualClock
 ) -> None:
     """A lost message (here: an unconditional write, which publishes nothing) costs at most
     the recheck interval, never the whole wait."""
-    job = seeded_job(store)
-    poll = LongPoll(api, job.job_id, wait_s=10)
-    poll.start()
-    time.sleep(0.2)
+    job, poll, first_wait = waiting_long_poll(api, store, clock, wait_s=10)
     store.save([job.model_copy(update={"status": JobStatus.succeeded})])
-    written_at = time.monotonic()
+    assert poll.is_alive()  # nothing wakes it before the recheck
+    clock.advance(RECHECK_S)
     poll.join(15)
     assert poll.body["status"] == "succeeded"
-    assert poll.answered_at - written_at < RECHECK_S + 0.5
+    assert clock.requested[first_wait:] == [RECHECK_S]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Waits for an event in the app's loop (with a generous timeout), not for time to pass."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 def test_the_message_wakes_the_waiter_not_the_recheck(own_redis: RedisServer) -> None:
-    """With rechecks every 30 s, only the published message can answer within the test."""
-    sync_store = SyncStore.from_url(own_redis.url, PREFIX, 3600)
+    sync_store, clock = SyncStore.from_url(own_redis.url, PREFIX, 3600), ManualClock()
     job = seeded_job(sync_store)
 
-    async def scenario() -> tuple[Job, float, int]:
-        store = AsyncStore(aioredis.Redis.from_url(own_redis.url), PREFIX, 3600)
-        finished = FinishedJobs(own_redis.url, CHANNEL, recheck_s=30)
+    async def scenario() -> tuple[Job, int]:
+        store = AsyncStore.from_url(own_redis.url, PREFIX, 3600)
+        finished = FinishedJobs(store, clock=clock)
         finished.start()
         try:
-            while not finished.subscribed:
-                await asyncio.sleep(0.01)
+            await until(lambda: finished.subscribed)
             waiting = asyncio.create_task(wait_for_final(store, finished, job, 20))
-            await asyncio.sleep(0.3)
+            await until(lambda: clock.running_timers == 1)
             assert finished.waiting == 1
             await asyncio.to_thread(finish, sync_store, job)
-            written_at = time.monotonic()
-            answer = await waiting
-            return answer, time.monotonic() - written_at, finished.waiting
+            answer = await asyncio.wait_for(waiting, 15)
+            return answer, finished.waiting
         finally:
             await finished.stop()
-            await store.client.aclose()
+            await store.aclose()
 
-    answer, latency, left_waiting = asyncio.run(scenario())
+    answer, left_waiting = asyncio.run(scenario())
     assert answer.status is JobStatus.succeeded
-    assert latency < WOKEN_BY_MESSAGE_S
+    assert clock.requested == [RECHECK_S]  # one wait, ended by the message
     assert left_waiting == 0
 
 
 def test_a_cancelled_or_timed_out_long_poll_leaves_no_waiter(own_redis: RedisServer) -> None:
-    sync_store = SyncStore.from_url(own_redis.url, PREFIX, 3600)
+    sync_store, clock = SyncStore.from_url(own_redis.url, PREFIX, 3600), ManualClock()
     jobs = [seeded_job(sync_store) for _ in range(3)]
 
     async def scenario() -> list[int]:
-        store = AsyncStore(aioredis.Redis.from_url(own_redis.url), PREFIX, 3600)
-        finished = FinishedJobs(own_redis.url, CHANNEL)
+        store = AsyncStore.from_url(own_redis.url, PREFIX, 3600)
+        finished = FinishedJobs(store, clock=clock)
         finished.start()
         try:
             polls = [asyncio.create_task(wait_for_final(store, finished, job, 30)) for job in jobs]
-            await asyncio.sleep(0.2)
+            await until(lambda: clock.running_timers == 3)
             counts = [finished.waiting]
             for poll in polls:  # a client that hung up: its request task is cancelled
                 poll.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
             counts.append(finished.waiting)
-            timed_out = await wait_for_final(store, finished, jobs[0], 0.3)
-            assert timed_out.status is JobStatus.queued
+            timing_out = asyncio.create_task(wait_for_final(store, finished, jobs[0], 0.3))
+            await until(lambda: clock.running_timers == 1)
+            clock.advance(0.3)
+            assert (await asyncio.wait_for(timing_out, 15)).status is JobStatus.queued
             counts.append(finished.waiting)
             return counts
         finally:
             await finished.stop()
-            await store.client.aclose()
+            await store.aclose()
 
     assert asyncio.run(scenario()) == [3, 0, 0]
 
 
 def test_after_redis_restarts_the_subscriber_reconnects_and_wake_ups_work_again(
-    api: TestClient, store: SyncStore, own_redis: RedisServer
+    api: TestClient, store: SyncStore, own_redis: RedisServer, clock: ManualClock
 ) -> None:
     finished = finished_jobs(api)
-    before = finished.subscriptions
+    before, first_backoff = finished.subscriptions, len(clock.requested)
     own_redis.stop()
     try:
         wait_until(lambda: not finished.subscribed, 10, "the subscriber to notice Redis left")
-        time.sleep(1.0)  # a few failed reconnects: the task must survive them
+        for failures in range(1, 4):  # a few failed reconnects: the task must survive them
+            clock.wait_for_timers(1, started=first_backoff + failures)
+            clock.advance(BACKOFF_MAX_S)
     finally:
         own_redis.start()
+    clock.wait_for_timers(1, started=first_backoff + 4)
+    clock.advance(BACKOFF_MAX_S)
     wait_until(lambda: finished.subscriptions > before, 10, "the subscriber to reconnect")
-    latency = finishing_wakes_the_long_poll(api, store)
-    assert latency < WOKEN_BY_MESSAGE_S
+    finishing_wakes_the_long_poll(api, store, clock)

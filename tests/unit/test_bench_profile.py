@@ -76,7 +76,7 @@ def stack(*parts: str) -> tuple[Frame, ...]:
             RENDER,
             stack(BATCH, "pack_map (shared/handoff.py:53)", "_to_bytes (shared/handoff.py:72)"),
         ),
-        (REDIS, stack(BATCH, "SyncStore.load_jobs (shared/store.py:180)", REDIS_READ)),
+        (REDIS, stack(BATCH, "SyncStore.load_jobs (shared/store/sync_store.py:45)", REDIS_READ)),
         (CELERY, stack(CONSUMER, "QoS.append (kombu/transport/redis.py:490)", REDIS_READ)),
         (
             CELERY,
@@ -90,7 +90,7 @@ def stack(*parts: str) -> tuple[Frame, ...]:
             SERIALISATION,
             stack(
                 BATCH,
-                "SyncStore.load_jobs (shared/store.py:190)",
+                "SyncStore.load_jobs (shared/store/sync_store.py:46)",
                 "BaseModel.model_validate_json (pydantic/main.py:700)",
             ),
         ),
@@ -137,7 +137,7 @@ RAW = f"""\
 thread (101): MainThread;{CONSUMER};_epoll.poll (kombu/utils/eventio.py:83) 30
 thread (101): MainThread;{CONSUMER};QoS.ack (kombu/transport/redis.py:500);{REDIS_READ} 10
 thread (202): ThreadPoolExecutor-0_0;{BATCH};predict (worker/model/runtime.py:95) 25
-thread (202): ThreadPoolExecutor-0_0;{BATCH};save (shared/store.py:200);{REDIS_READ} 15
+thread (202): ThreadPoolExecutor-0_0;{BATCH};save (shared/store/sync_store.py:75);{REDIS_READ} 15
 thread (303);{POOL_THREAD} 40
 """
 

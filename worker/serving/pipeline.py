@@ -7,7 +7,9 @@ bad image fails only its own job. Pictures are drawn later, by the gateway, on r
 
 Delivery is at least once, so every write is conditional (`SyncStore.write_unless_final`):
 a job that another delivery already finished, or that its owner deleted, is left alone, and
-a job delivered more than `max_deliveries` times ends `failed` with code `worker_lost`.
+a job delivered more than `max_deliveries` times ends `failed` with code `worker_lost`. A job
+whose record cannot be read ends `failed` with code `corrupt_record`, the error the gateway
+answers for it too.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.errors import AppError, CorruptImage, UploadMissing, WorkerLost
+from shared.errors import AppError, CorruptImage, CorruptRecord, UploadMissing, WorkerLost
 from shared.handoff import pack_input, pack_map, unpack_input
 from shared.imaging import IntakeLimits, load_radiograph
 from shared.schemas import Explanation, Job, JobError, JobStatus, Result, blob_url, utc_now
-from shared.store import SyncStore, Write
+from shared.store import SyncStore, Write, new_job
 from worker.model.runtime import ModelRuntime, Prediction
 from worker.serving.time_limits import Deadline
 
@@ -66,22 +68,24 @@ def process_jobs(
 def _claim(
     job_ids: list[str], store: SyncStore, outcome: BatchOutcome, max_deliveries: int
 ) -> Pending:
-    """Load the batch, skip deleted or already-final jobs (redelivery), mark the rest running."""
+    """Load the batch, skip deleted or already-final jobs (redelivery), fail unreadable or
+    exhausted ones, mark the rest running."""
     claims: Pending = []
-    exhausted: list[Job] = []
+    failing: list[Job] = []
     loaded = store.load_jobs_and_blobs(job_ids, "input")
     for job_id, (job, model_input) in zip(job_ids, loaded, strict=True):
-        if job is None or job.status.is_final:
+        if isinstance(job, CorruptRecord):  # its failed record replaces the unreadable one
+            failing.append(_fail(new_job(job_id, store.ttl_s), job))
+        elif job is None or job.status.is_final:
             outcome.skipped.append(job_id)
         elif job.attempts >= max_deliveries:
-            _fail(job, WorkerLost(_lost_message(job.attempts)))
-            exhausted.append(job)
+            failing.append(_fail(job, WorkerLost(_lost_message(job.attempts))))
         else:
             job.status, job.started_at = JobStatus.running, utc_now()
             job.attempts += 1
             claims.append((job, model_input))
-    if exhausted:
-        _write_final(exhausted, {}, store, outcome)
+    if failing:
+        _write_final(failing, {}, store, outcome)
     landed = store.write_unless_final([Write(job) for job, _ in claims]) if claims else []
     for (job, _), claimed in zip(claims, landed, strict=True):
         if not claimed:  # finished by another delivery or deleted since we read it
@@ -227,9 +231,10 @@ class _SerialExecutor(Executor):
 _SERIAL = _SerialExecutor()
 
 
-def _fail(job: Job, error: AppError) -> None:
+def _fail(job: Job, error: AppError) -> Job:
     job.status, job.finished_at = JobStatus.failed, utc_now()
     job.error = JobError(code=error.code, message=error.message)
+    return job
 
 
 def _elapsed_ms(started: float) -> float:

@@ -21,7 +21,8 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from shared.config import Settings
-from shared.store import SyncStore
+from shared.errors import CorruptRecord
+from shared.store import Loaded, SyncStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def sweep_once(
     if not stale or not take_turn():
         return 0
     jobs = store.load_jobs(stale)
-    waiting = [job.job_id for job in jobs if job is not None and not job.status.is_final]
+    waiting = [job_id for job_id, job in zip(stale, jobs, strict=True) if _unfinished(job)]
     gone = sorted(set(stale) - set(waiting))  # deleted, expired or finished
     if gone:
         store.forget_pending(gone)
@@ -59,6 +60,11 @@ def sweep_once(
         store.mark_requeued(waiting)
         log.warning("Queued %d unfinished jobs again (their messages were lost)", len(waiting))
     return len(waiting)
+
+
+def _unfinished(job: Loaded) -> bool:
+    """An unreadable record counts: the worker it goes to fails the job, saying why."""
+    return isinstance(job, CorruptRecord) or (job is not None and not job.status.is_final)
 
 
 def start_sweeper(

@@ -1,0 +1,176 @@
+"""The gateway's view of the store: one job at a time, on asyncio."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shared.schemas import Job
+from shared.store.announcements import FinishedAnnouncements
+from shared.store.keys import Keys, Lookup
+from shared.store.records import parse_job, parse_job_ids, ttl_left
+from shared.store.scripts import SET_WHILE_JOB_LIVES
+
+SOCKET_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 2
+HEALTH_CHECK_S = 30
+
+
+class AsyncStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        ttl_s: int,
+        subscriber: aioredis.Redis | None = None,
+    ):
+        self.client = client
+        self.keys = Keys(prefix)
+        self.ttl_s = ttl_s
+        # The finished-channel subscription holds its connection for good, so `from_url`
+        # gives it a client of its own, outside the pool that requests share.
+        self.subscriber = subscriber or client
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, ttl_s: int) -> AsyncStore:
+        timeouts: dict[str, Any] = {
+            "socket_timeout": SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "health_check_interval": HEALTH_CHECK_S,
+        }
+        requests = aioredis.Redis.from_url(url, **timeouts)
+        # No retries inside redis-py for the subscription: every lost connection reaches its
+        # listener (`gateway.wakeups`), which resubscribes and tells the waiters to re-read.
+        subscriber = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
+        return cls(requests, prefix, ttl_s, subscriber)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.subscriber is not self.client:
+            await self.subscriber.aclose()
+
+    async def create(
+        self,
+        job: Job,
+        upload: bytes,
+        links: Mapping[Lookup, str] | None = None,
+        model_input: bytes | None = None,
+    ) -> None:
+        """The upload (and the model input made from it, if any), the record, its entry in the
+        pending index and the lookups (lookup -> value) that lead to it, all or nothing.
+        Lookups expire and go with the job."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.blob(job.job_id, "upload"), upload, ex=self.ttl_s)
+        if model_input is not None:
+            pipe.set(self.keys.blob(job.job_id, "input"), model_input, ex=self.ttl_s)
+        pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=self.ttl_s)
+        pipe.zadd(self.keys.pending, {job.job_id: time.time()})
+        for lookup, value in (links or {}).items():
+            pipe.set(self.keys.lookup(lookup), value, ex=self.ttl_s)
+            pipe.sadd(self.keys.refs(job.job_id), self.keys.lookup(lookup))
+            pipe.expire(self.keys.refs(job.job_id), self.ttl_s)
+        await pipe.execute()
+
+    async def get(self, job_id: str) -> Job | None:
+        """Raises `CorruptRecord` for a record this version cannot read."""
+        return parse_job(job_id, await self.client.get(self.keys.job(job_id)))
+
+    async def blob(self, job_id: str, name: str) -> bytes | None:
+        return cast(bytes | None, await self.client.get(self.keys.blob(job_id, name)))
+
+    async def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
+        keys = [self.keys.blob(job_id, name) for name in names]
+        return cast(list, await self.client.mget(keys))
+
+    async def keep_blob(self, job_id: str, name: str, data: bytes) -> None:
+        """Store a blob made after the job finished (a picture), expiring with the job; if the
+        job was deleted meanwhile, store nothing rather than leave an orphan."""
+        await self.client.eval(
+            SET_WHILE_JOB_LIVES, 2, self.keys.job(job_id), self.keys.blob(job_id, name), data
+        )
+
+    async def delete(self, job_id: str) -> bool:
+        """The record, every blob, and the lookups (idempotency, dedupe) that point at it."""
+        refs = await self.client.smembers(self.keys.refs(job_id))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*self.keys.all_for_job(job_id), *refs)
+        pipe.zrem(self.keys.pending, job_id)
+        removed, _ = await pipe.execute()
+        return int(removed) > 0
+
+    async def claim(self, lookup: Lookup, value: str, ttl_s: int) -> bytes | None:
+        """Set `lookup` only if absent, atomically; return the value someone else set first."""
+        key = self.keys.lookup(lookup)
+        return cast(bytes | None, await self.client.set(key, value, ex=ttl_s, nx=True, get=True))
+
+    async def find(self, lookup: Lookup) -> bytes | None:
+        return cast(bytes | None, await self.client.get(self.keys.lookup(lookup)))
+
+    async def forget(self, lookup: Lookup) -> None:
+        await self.client.delete(self.keys.lookup(lookup))
+
+    async def add_ref(self, job: Job, lookup: Lookup) -> None:
+        """Make `lookup` go when the job is deleted."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.keys.refs(job.job_id), self.keys.lookup(lookup))
+        pipe.expire(self.keys.refs(job.job_id), ttl_left(job))
+        await pipe.execute()
+
+    async def save_batch(self, batch_id: str, job_ids: list[str]) -> None:
+        """A batch is its jobs' ids, kept with the jobs' TTL; never file names (they can carry
+        a patient's name)."""
+        await self.client.set(self.keys.batch(batch_id), json.dumps(job_ids), ex=self.ttl_s)
+
+    async def load_batch(self, batch_id: str) -> tuple[list[str], list[Job | None]] | None:
+        """The batch's job ids and their records (None where gone), in two round trips."""
+        listed = await self.client.get(self.keys.batch(batch_id))
+        if listed is None:
+            return None
+        job_ids = parse_job_ids(listed)
+        records = await self.client.mget([self.keys.job(job_id) for job_id in job_ids])
+        jobs = [parse_job(job_id, record) for job_id, record in zip(job_ids, records, strict=True)]
+        return job_ids, jobs
+
+    async def count_submission(self, client: str, window: int, window_s: int) -> int:
+        """Count one submission by `client` in rate-limit window number `window`; the count so
+        far. The first submission in a window starts its expiry."""
+        key = self.keys.rate(client, window)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, window_s, nx=True)
+        count, _ = await pipe.execute()
+        return int(count)
+
+    async def queue_depth(self, queue_name: str) -> int:
+        depth: int = await self.client.llen(queue_name)
+        return depth
+
+    async def live_workers(self, max_age_s: float) -> dict[str, dict]:
+        """Workers whose heartbeat is recent; stale entries are pruned as a side effect."""
+        entries = await self.client.hgetall(self.keys.workers)
+        now, live, stale = time.time(), {}, []
+        for name, payload in entries.items():
+            beat = json.loads(payload)
+            if now - beat["time"] <= max_age_s:
+                live[cast(bytes, name).decode()] = beat
+            else:
+                stale.append(name)
+        if stale:
+            await self.client.hdel(self.keys.workers, *stale)
+        return live
+
+    @asynccontextmanager
+    async def finished_announcements(self) -> AsyncIterator[FinishedAnnouncements]:
+        """Subscribe to the ids of jobs whose final state lands; the first announcement is
+        Redis's confirmation. Pub/sub delivers at most once: nothing sent while this is not
+        entered is ever received."""
+        async with self.subscriber.pubsub() as pubsub:
+            await pubsub.subscribe(self.keys.finished_channel)
+            yield FinishedAnnouncements(pubsub)

@@ -1,0 +1,116 @@
+"""The worker's view of the store: batched reads and writes, one pipeline per step of a batch."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import cast
+
+import redis
+
+from shared.schemas import Job
+from shared.store.keys import Keys
+from shared.store.records import Loaded, Write, load_job, ttl_left
+from shared.store.scripts import WRITE_UNLESS_FINAL
+
+
+class SyncStore:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+        self.client = client
+        self.keys = Keys(prefix)
+        self.ttl_s = ttl_s
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, ttl_s: int) -> SyncStore:
+        return cls(redis.Redis.from_url(url, health_check_interval=30), prefix, ttl_s)
+
+    def load_jobs_and_blobs(
+        self, job_ids: list[str], name: str
+    ) -> list[tuple[Loaded, bytes | None]]:
+        """One round trip for a whole batch: each job's record and one of its blobs."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.get(self.keys.job(job_id))
+            pipe.get(self.keys.blob(job_id, name))
+        replies = pipe.execute()
+        return [
+            (load_job(job_id, record), blob)
+            for job_id, record, blob in zip(job_ids, replies[::2], replies[1::2], strict=True)
+        ]
+
+    def load_blobs(self, job_ids: Sequence[str], name: str) -> list[bytes | None]:
+        if not job_ids:
+            return []
+        return cast(list, self.client.mget([self.keys.blob(job_id, name) for job_id in job_ids]))
+
+    def load_jobs(self, job_ids: Sequence[str]) -> list[Loaded]:
+        records = cast(list, self.client.mget([self.keys.job(job_id) for job_id in job_ids]))
+        return [load_job(job_id, record) for job_id, record in zip(job_ids, records, strict=True)]
+
+    def write_unless_final(self, writes: Sequence[Write]) -> list[bool]:
+        """One round trip; each write is atomic and refused if its job is final or deleted.
+
+        Two workers holding the same redelivered job can both try: exactly one final answer
+        lands. The returned flags say which writes landed.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for write in writes:
+            names = write.key_names(self.keys)
+            pipe.eval(WRITE_UNLESS_FINAL, len(names), *names, *write.values(self.keys))
+        return [bool(landed) for landed in pipe.execute()]
+
+    def save(
+        self,
+        jobs: Iterable[Job],
+        blobs: dict[str, dict[str, bytes]] | None = None,
+        *,
+        pending: bool = False,
+    ) -> None:
+        """Unconditional writes (seeding a queue, tools); every key expires with its job.
+        `pending`: also file the jobs in the pending index, as the gateway files each job."""
+        blobs = blobs or {}
+        pipe = self.client.pipeline(transaction=True)
+        for job in jobs:
+            ttl = ttl_left(job)
+            pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=ttl)
+            for name, data in blobs.get(job.job_id, {}).items():
+                pipe.set(self.keys.blob(job.job_id, name), data, ex=ttl)
+            if pending:
+                pipe.zadd(self.keys.pending, {job.job_id: time.time()})
+        pipe.execute()
+
+    def pending_count(self) -> int:
+        """Jobs accepted and not yet final: one command, however many there are."""
+        return int(self.client.zcard(self.keys.pending))
+
+    def stale_pending(self, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Unfinished jobs last queued longer ago than `older_than_s`, oldest first."""
+        cutoff = time.time() - older_than_s
+        job_ids = self.client.zrangebyscore(self.keys.pending, "-inf", cutoff, start=0, num=limit)
+        return [cast(bytes, job_id).decode() for job_id in cast(list, job_ids)]
+
+    def mark_requeued(self, job_ids: Sequence[str]) -> None:
+        """Restart their clocks, so a job is queued again at most once per sweep interval."""
+        self.client.zadd(self.keys.pending, dict.fromkeys(job_ids, time.time()), xx=True)
+
+    def forget_pending(self, job_ids: Sequence[str]) -> None:
+        self.client.zrem(self.keys.pending, *job_ids)
+
+    def take_sweep_turn(self, worker_name: str, turn_s: float) -> bool:
+        """At most one worker sweeps per turn; the others skip it."""
+        return bool(
+            self.client.set(self.keys.sweep_turn, worker_name, nx=True, px=int(turn_s * 1000))
+        )
+
+    def heartbeat(self, worker_name: str, card: dict) -> None:
+        payload = json.dumps({"time": time.time(), "model": card})
+        self.client.hset(self.keys.workers, worker_name, payload)
+
+    def forget_worker(self, worker_name: str) -> None:
+        self.client.hdel(self.keys.workers, worker_name)
+
+    def announced_workers(self) -> list[str]:
+        """Every worker with a heartbeat entry, however old (`AsyncStore.live_workers` judges
+        which are live)."""
+        return [cast(bytes, name).decode() for name in self.client.hkeys(self.keys.workers)]
