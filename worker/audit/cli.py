@@ -15,14 +15,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from worker.training.cli import ModelDir, Split
+
 console = Console()
 
 
 def audit(
-    model: Annotated[Path, typer.Option(help="Model artifact directory.")],
+    model: ModelDir,
     data: Annotated[Path, typer.Option(help="Kermany-layout folder (phantoms bring masks).")],
     out: Annotated[Path, typer.Option(help="Report directory: audit.json, report.md, figures/.")],
-    split: str = "test",
+    split: Split = "test",
     limit: Annotated[int, typer.Option(min=1, help="Images audited (class-stratified).")] = 300,
     seed: Annotated[int, typer.Option(help="Picks the images and the random orders.")] = 0,
 ) -> None:

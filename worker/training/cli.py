@@ -22,6 +22,9 @@ Seed = Annotated[int, typer.Option(help="Seeds the data split, weights and augme
 CacheDir = Annotated[
     Path | None, typer.Option(help="Decoded-image cache (default: DATA_DIR/.cache).")
 ]
+# Shared with the audit commands, which read models and splits the same way.
+ModelDir = Annotated[Path, typer.Option(help="Model artifact directory.")]
+Split = Annotated[str, typer.Option(help="Which split of the data: train, val or test.")]
 
 
 def synth(
@@ -98,10 +101,10 @@ def train(
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Model artifact directory.")],
+    model: ModelDir,
     data: Annotated[Path, typer.Option(help="Kermany-layout folder or MedMNIST .npz file.")],
     out: Annotated[Path, typer.Option(help="Report directory to write.")],
-    split: str = "test",
+    split: Split = "test",
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for CIs.")] = 1000,
     seed: Seed = 0,
     update_card: Annotated[bool, typer.Option(help="Record the metrics in model.json.")] = False,
