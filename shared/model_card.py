@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from shared.imaging import PreprocessParams
 from shared.schemas import ModelInfo
@@ -30,6 +30,28 @@ class ThresholdChoice(BaseModel):
         return math.log(self.value / (1.0 - self.value))
 
 
+class Calibration(BaseModel):
+    """How the served probability is made from the model's logit, fitted on validation:
+    P(pneumonia) = sigmoid(slope x logit + intercept) (Platt scaling)."""
+
+    method: str = Field("none", description="How slope and intercept were obtained.")
+    slope: float = Field(1.0, gt=0, description="Multiplies the logit; > 0 keeps the ranking.")
+    intercept: float = Field(0.0, description="Added after the slope; undoes a prior shift.")
+    guard: Literal["none", "regularised", "fallback"] = Field(
+        "none",
+        description="none: the plain fit; regularised: validation was separable, so the prior "
+        "and target smoothing set the slope; fallback: the fit was unusable, identity served.",
+    )
+    reason: str = Field("", description="Why the guard acted, in words.")
+
+    def calibrated_logit(self, logit: float) -> float:
+        return self.slope * logit + self.intercept
+
+    def raw_logit(self, calibrated_logit: float) -> float:
+        """The model logit whose calibrated logit is `calibrated_logit` (slope > 0)."""
+        return (calibrated_logit - self.intercept) / self.slope
+
+
 class ModelCard(BaseModel):
     name: str
     version: str
@@ -42,11 +64,29 @@ class ModelCard(BaseModel):
     preprocessing: PreprocessParams = Field(default_factory=PreprocessParams)
     last_conv_layer: str = "last_conv"
     threshold: ThresholdChoice = Field(default_factory=ThresholdChoice)
-    temperature: float = Field(1.0, gt=0, description="Logits are divided by this (calibration).")
+    calibration: Calibration = Field(default_factory=Calibration)
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_legacy_temperature(cls, data: Any) -> Any:
+        """Artifacts from before Platt scaling carry only `temperature` (logit / T): the same
+        answers are slope 1/T and intercept 0."""
+        if not isinstance(data, dict) or "temperature" not in data:
+            return data
+        data = dict(data)
+        temperature = float(data.pop("temperature"))
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if "calibration" not in data:
+            data["calibration"] = Calibration(
+                method=f"temperature scaling, T = {temperature:g} (legacy artifact)",
+                slope=1.0 / temperature,
+            )
+        return data
 
     def info(self) -> ModelInfo:
         return ModelInfo(

@@ -122,7 +122,8 @@ def test_chosen_threshold_meets_target_sensitivity_on_validation(trained) -> Non
 def test_artifact_directory_holds_card_history_and_patient_disjoint_manifest(trained) -> None:
     model_dir, card, dataset, _ = trained
     assert read_card(model_dir).model_dump(mode="json") == card.model_dump(mode="json")
-    assert card.synthetic and card.temperature > 0
+    assert card.synthetic and card.calibration.slope > 0
+    assert card.calibration.guard in {"none", "regularised"}, card.calibration.reason
     assert card.preprocessing.image_size == IMAGE_SIZE
     assert card.data["fingerprint"] == dataset.fingerprint
     assert {"keras", "tensorflow", "numpy"} <= set(card.library_versions)
@@ -138,6 +139,8 @@ def test_artifact_directory_holds_card_history_and_patient_disjoint_manifest(tra
     assert (model_dir / "history.csv").read_text().startswith("epoch,")
     model_card_text = (model_dir / "MODEL_CARD.md").read_text()
     assert "Not a diagnosis" in model_card_text and "Synthetic model" in model_card_text
+    assert "## Calibration" in model_card_text and "](calibration.png)" in model_card_text
+    assert (model_dir / "calibration.png").read_bytes().startswith(b"\x89PNG")
     assert not (model_dir / ".checkpoint").exists()
 
 
@@ -163,6 +166,9 @@ def test_report_has_metrics_with_intervals_plots_and_markdown(
         assert low <= written[name]["value"] <= high
     assert np.sum(written["confusion_matrix"]) == written["images"]
     assert 0 <= written["calibration"]["ece"] <= 1
+    assert 0 <= written["calibration"]["before"]["ece"] <= 1
+    assert written["calibration"]["slope"] == trained[1].calibration.slope
+    assert "ECE before calibration" in report.read_text()
     for name in PLOTS:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
         assert f"]({name})" in report.read_text()

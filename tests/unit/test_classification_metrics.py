@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 from sklearn.calibration import calibration_curve
-from sklearn.linear_model import LogisticRegression
 
 from worker.training import classification_metrics as metrics
 
@@ -90,19 +89,6 @@ def test_binary_nll_matches_log_loss() -> None:
     labels, probabilities = scored_cases(6)
     logits = np.log(probabilities / (1 - probabilities))
     assert metrics.binary_nll(labels, logits) == pytest.approx(sk.log_loss(labels, probabilities))
-
-
-def test_fitted_temperature_is_the_unpenalised_logistic_slope() -> None:
-    # Temperature scaling = logistic regression on the logit with no intercept: slope = 1 / T.
-    rng = np.random.default_rng(7)
-    labels = (rng.random(2_000) < 0.5).astype(int)
-    logits = 3.0 * ((2 * labels - 1) * 1.5 + rng.normal(0, 1.5, labels.size))  # overconfident
-    temperature = metrics.fit_temperature(labels, logits)
-    regression = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-10, max_iter=1000)
-    slope = regression.fit(logits[:, None], labels).coef_[0, 0]
-    assert temperature == pytest.approx(1.0 / slope, rel=1e-3)
-    assert temperature > 2.0
-    assert metrics.binary_nll(labels, logits / temperature) < metrics.binary_nll(labels, logits)
 
 
 @pytest.mark.parametrize("target", [0.8, 0.9, 0.95, 1.0])

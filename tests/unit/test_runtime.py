@@ -3,6 +3,8 @@ one model call at a time."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from worker.model.artifact import CARD_FILE
 from worker.model.runtime import ModelRuntime, bucket_size
 
 
@@ -88,3 +91,61 @@ def test_model_calls_from_batches_in_flight_take_turns(tiny_model_dir: Path, ima
         answers = list(pool.map(lambda _: runtime.predict(images), range(8)))
     assert most_inside == 1
     assert [len(answer) for answer in answers] == [len(images)] * 8
+
+
+def artifact_with_card_changes(source: Path, destination: Path, **changes) -> Path:
+    """A copy of the tiny artifact whose model.json has `changes` (None deletes a key); the
+    weights, and so the checksum, stay the same."""
+    shutil.copytree(source, destination)
+    card = json.loads((destination / CARD_FILE).read_text())
+    for key, value in changes.items():
+        if value is None:
+            card.pop(key, None)
+        else:
+            card[key] = value
+    (destination / CARD_FILE).write_text(json.dumps(card))
+    return destination
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(values, float)))
+
+
+def test_serving_applies_the_cards_slope_and_intercept(
+    tiny_model_dir: Path, images, tmp_path: Path
+) -> None:
+    identity = ModelRuntime.from_directory(tiny_model_dir).predict(images)
+    raw_logits = np.array([prediction.logit for prediction in identity])
+    np.testing.assert_allclose([p.probability for p in identity], sigmoid(raw_logits), rtol=1e-6)
+    # An intercept that puts the cut in the middle of these images' logits, so both labels occur.
+    slope, intercept = 2.5, -2.5 * float(np.median(raw_logits))
+    calibration = {"method": "test", "slope": slope, "intercept": intercept}
+    directory = artifact_with_card_changes(tiny_model_dir, tmp_path / "m", calibration=calibration)
+    runtime = ModelRuntime.from_directory(directory)
+    served = runtime.predict(images)
+    expected = sigmoid(slope * raw_logits + intercept)
+    np.testing.assert_allclose([p.probability for p in served], expected, rtol=1e-5, atol=1e-7)
+    labels = ["PNEUMONIA" if value >= runtime.threshold else "NORMAL" for value in expected]
+    assert [prediction.label for prediction in served] == labels
+    assert set(labels) == {"NORMAL", "PNEUMONIA"}
+    # The explainer's sign cut, in raw logits, is the served threshold mapped back.
+    threshold_logit = np.log(runtime.threshold / (1 - runtime.threshold))
+    assert slope * runtime.logit_threshold + intercept == pytest.approx(threshold_logit)
+
+
+def test_an_artifact_with_only_a_temperature_serves_the_same_answers(
+    tiny_model_dir: Path, images, tmp_path: Path
+) -> None:
+    """Cards written before Platt scaling: probability = sigmoid(logit / T), as they served."""
+    directory = artifact_with_card_changes(
+        tiny_model_dir, tmp_path / "old", calibration=None, temperature=0.25
+    )
+    runtime = ModelRuntime.from_directory(directory)
+    served = runtime.predict(images)
+    raw_logits = np.array([prediction.logit for prediction in served])
+    np.testing.assert_allclose(
+        [p.probability for p in served], sigmoid(raw_logits / 0.25), rtol=1e-5, atol=1e-7
+    )
+    assert runtime.logit_threshold == pytest.approx(
+        0.25 * np.log(runtime.threshold / (1 - runtime.threshold))
+    )

@@ -26,6 +26,7 @@ class Prediction:
     probability: float  # calibrated P(pneumonia)
     label: str
     maps: dict[str, np.ndarray]  # method -> (h, w) float32 in [0, 1], explaining `label`
+    logit: float  # the model's own logit, before calibration (reports compare the two)
 
     @property
     def confidence(self) -> float:
@@ -92,8 +93,8 @@ class ModelRuntime:
 
     @property
     def logit_threshold(self) -> float:
-        """The raw-logit cut that matches `threshold` after temperature scaling."""
-        return self.card.temperature * math.log(self.threshold / (1.0 - self.threshold))
+        """The raw-logit cut that matches `threshold` after the card's calibration."""
+        return self.card.calibration.raw_logit(math.log(self.threshold / (1.0 - self.threshold)))
 
     def warm_up(self) -> float:
         """Compile every batch shape the worker will use, so no request pays for tracing."""
@@ -119,13 +120,18 @@ class ModelRuntime:
             padded = np.zeros((bucket_size(count, self.max_batch), *images.shape[1:]), np.uint8)
             padded[:count] = images
         logits, maps = self._explain(padded[..., None], self.logit_threshold)
-        scaled = logits[:count].astype(np.float64) / self.card.temperature
+        raw_logits = logits[:count].astype(np.float64)
+        calibration = self.card.calibration
+        scaled = calibration.slope * raw_logits + calibration.intercept
         probabilities = np.exp(-np.logaddexp(0.0, -scaled))  # sigmoid without overflow
         return [
             Prediction(
                 probability=float(probability),
                 label="PNEUMONIA" if probability >= self.threshold else "NORMAL",
                 maps=dict(zip(METHOD_NAMES, image_maps, strict=True)),
+                logit=float(logit),
             )
-            for probability, image_maps in zip(probabilities, maps[:count], strict=True)
+            for probability, logit, image_maps in zip(
+                probabilities, raw_logits, maps[:count], strict=True
+            )
         ]

@@ -9,13 +9,11 @@ TensorFlow here, so evaluation and tests can use these without loading a model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
 THRESHOLD_METRICS = ("accuracy", "precision", "recall", "specificity", "f1")
 RANKING_METRICS = ("roc_auc", "pr_auc")
-TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -138,28 +136,13 @@ def expected_calibration_error(
     return float(np.sum(counts / max(counts.sum(), 1) * np.abs(observed_rate - mean_probability)))
 
 
-def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
-    """The T minimising validation NLL of sigmoid(logit / T): a log-spaced grid, then a
-    golden-section refinement. NLL is unimodal in 1/T, so the grid only guards the bracket."""
-
-    def loss(log_temperature: float) -> float:
-        return binary_nll(labels, np.asarray(logits, float) / math.exp(log_temperature))
-
-    low, high = (math.log(bound) for bound in TEMPERATURE_RANGE)
-    grid = np.linspace(low, high, 121)
-    best = int(np.argmin([loss(value) for value in grid]))
-    return math.exp(_golden_section(loss, grid[max(best - 1, 0)], grid[min(best + 1, 120)]))
-
-
-def _golden_section(function: Callable[[float], float], low: float, high: float) -> float:
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    for _ in range(60):
-        left, right = high - ratio * (high - low), low + ratio * (high - low)
-        if function(left) < function(right):
-            high = right
-        else:
-            low = left
-    return (low + high) / 2.0
+def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> list[dict]:
+    """`calibration_bins` as the JSON rows reports and reliability plots read."""
+    counts, mean_probability, observed_rate = calibration_bins(labels, probabilities, bins)
+    return [
+        {"count": int(count), "mean_probability": float(mean), "observed_rate": float(rate)}
+        for count, mean, rate in zip(counts, mean_probability, observed_rate, strict=True)
+    ]
 
 
 # --- operating point and uncertainty -------------------------------------------------------------

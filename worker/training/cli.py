@@ -196,7 +196,9 @@ def show_training_summary(card, out: Path) -> None:
     console.print(
         f"Saved {card.name} {card.version} to {out} (best epoch {card.training['best_epoch']} of "
         f"{card.training['epochs_run']}, {card.training['seconds']:.0f} s)\n"
-        f"  validation ROC-AUC {validation['roc_auc']:.3f}, temperature {card.temperature:.3f}, "
+        f"  validation ROC-AUC {validation['roc_auc']:.3f}, calibration slope "
+        f"{card.calibration.slope:.3f} intercept {card.calibration.intercept:+.3f} "
+        f"(guard: {card.calibration.guard}), "
         f"threshold {card.threshold.value:.4f} -> sensitivity "
         f"{card.threshold.validation_sensitivity:.3f}, specificity "
         f"{card.threshold.validation_specificity:.3f}"

@@ -41,27 +41,35 @@ def predict_files(model_dir: Path, paths: list[Path]) -> np.ndarray:
     return predict_images(runtime, decode_files(list(paths), runtime.card.preprocessing))
 
 
+def calibration_summary(
+    labels: np.ndarray, probabilities: np.ndarray, raw_logits: np.ndarray, card: ModelCard
+) -> dict:
+    """ECE and reliability bins of the served probabilities, and "before": the same of
+    sigmoid(raw logit), what the model would say without the card's calibration."""
+    uncalibrated = metrics.sigmoid(raw_logits)
+    return {
+        "ece": metrics.expected_calibration_error(labels, probabilities, CALIBRATION_BINS),
+        "bins": metrics.reliability_bins(labels, probabilities, CALIBRATION_BINS),
+        **card.calibration.model_dump(),
+        "before": {
+            "ece": metrics.expected_calibration_error(labels, uncalibrated, CALIBRATION_BINS),
+            "bins": metrics.reliability_bins(labels, uncalibrated, CALIBRATION_BINS),
+        },
+    }
+
+
 def summarize(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float, resamples: int, seed: int
 ) -> dict:
-    """metrics.json: every metric with a bootstrap 95% CI, the confusion matrix, calibration."""
+    """metrics.json: every metric with a bootstrap 95% CI and the confusion matrix (the
+    caller adds calibration, which needs the raw logits)."""
     labels = np.asarray(labels).astype(int)
     intervals = metrics.bootstrap_metrics(labels, probabilities, threshold, resamples, seed)
-    counts, mean_probability, observed_rate = metrics.calibration_bins(
-        labels, probabilities, CALIBRATION_BINS
-    )
     return {
         **intervals,
         "threshold": float(threshold),
         "confusion_matrix": metrics.confusion_matrix(labels, probabilities >= threshold).tolist(),
         "confusion_matrix_layout": "[[TN, FP], [FN, TP]]; rows = truth, columns = prediction",
-        "calibration": {
-            "ece": metrics.expected_calibration_error(labels, probabilities, CALIBRATION_BINS),
-            "bins": [
-                {"count": int(count), "mean_probability": float(mean), "observed_rate": float(rate)}
-                for count, mean, rate in zip(counts, mean_probability, observed_rate, strict=True)
-            ],
-        },
         "images": int(labels.size),
         "pneumonia": int(labels.sum()),
         "bootstrap": {"resamples": resamples, "seed": seed, "method": "percentile, stratified"},
@@ -97,10 +105,14 @@ def evaluate_model(
         **training_split_settings(model_dir),
     )
     data = dataset.splits[split]
-    probabilities = predict_images(runtime, data.images)
+    predictions = runtime.predict(data.images)
+    probabilities = np.array([prediction.probability for prediction in predictions])
+    raw_logits = np.array([prediction.logit for prediction in predictions])
     summary = summarize(data.labels, probabilities, runtime.threshold, resamples, seed)
+    summary["calibration"] = calibration_summary(
+        data.labels, probabilities, raw_logits, runtime.card
+    )
     summary["model"] = runtime.card.info().model_dump()
-    summary["temperature"] = runtime.card.temperature
     summary["data"] = {
         "path": str(data_path),
         "split": split,
@@ -117,6 +129,7 @@ def record_in_card(model_dir: Path, evaluation: Evaluation) -> ModelCard:
     entry = {name: summary[name] for name in metrics.THRESHOLD_METRICS + metrics.RANKING_METRICS}
     entry.update(
         ece=summary["calibration"]["ece"],
+        ece_before_calibration=summary["calibration"]["before"]["ece"],
         threshold=summary["threshold"],
         confusion_matrix=summary["confusion_matrix"],
         images=summary["images"],

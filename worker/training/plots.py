@@ -91,13 +91,23 @@ def confusion_plot(matrix: list[list[int]], path: Path) -> Path:
     return _save(figure, path)
 
 
-def reliability_plot(bins: list[dict], ece: float, path: Path) -> Path:
+def reliability_plot(panels: dict[str, tuple[list[dict], float]], path: Path) -> Path:
+    """One panel per title -> (bins, ECE), side by side on shared axes: "before calibration"
+    beside "after" shows what the calibration did."""
+    figure, axes_row = plt.subplots(
+        1, len(panels), figsize=(FIGURE_SIZE[0] * len(panels), FIGURE_SIZE[1]), squeeze=False
+    )
+    for axes, (title, (bins, ece)) in zip(axes_row[0], panels.items(), strict=True):
+        _reliability_panel(axes, bins, f"{title} (ECE {ece:.3f})")
+    return _save(figure, path)
+
+
+def _reliability_panel(axes, bins: list[dict], title: str) -> None:
     """Observed pneumonia rate per probability bin, each bin's dot sized by its share of images
     (a bin of one image says little, and a connecting line would hide that)."""
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
     edges = np.linspace(0, 1, len(bins) + 1)
     filled = [entry for entry in bins if entry["count"]]
-    total = sum(entry["count"] for entry in filled)
+    total = max(sum(entry["count"] for entry in filled), 1)
     axes.bar(
         edges[:-1],
         [entry["observed_rate"] for entry in bins],
@@ -119,12 +129,11 @@ def reliability_plot(bins: list[dict], ece: float, path: Path) -> Path:
     axes.set(
         xlabel="predicted P(pneumonia)",
         ylabel="observed pneumonia rate",
-        title=f"Reliability (ECE {ece:.3f})",
+        title=title,
         xlim=(0, 1),
         ylim=(0, 1.02),
     )
     axes.legend(loc="upper left", fontsize="small")
-    return _save(figure, path)
 
 
 def training_curves_plot(history: dict, path: Path) -> Path:

@@ -11,6 +11,11 @@ from pathlib import Path
 from rich.table import Table
 
 from shared.model_card import ModelCard
+from worker.training.calibration_report import (
+    calibration_line,
+    calibration_section,
+    write_validation_reliability,
+)
 
 MODEL_CARD_MD = "MODEL_CARD.md"
 METRIC_LABELS = {
@@ -26,7 +31,7 @@ PLOTS = {
     "roc.png": "ROC curve",
     "pr.png": "Precision-recall curve",
     "confusion_matrix.png": "Confusion matrix",
-    "reliability.png": "Reliability diagram",
+    "reliability.png": "Reliability diagram (before and after calibration)",
     "training_curves.png": "Training curves",
 }
 
@@ -80,6 +85,8 @@ def _metrics_markdown(named: dict) -> list[str]:
         for key, label in METRIC_LABELS.items()
         if key in named
     ]
+    if "ece_before_calibration" in named:
+        lines.append(f"| ECE before calibration | {_number(named['ece_before_calibration'])} |")
     if "ece" in named:
         lines.append(f"| ECE (10 bins) | {_number(named['ece'])} |")
     return lines
@@ -101,7 +108,8 @@ def render_model_card(card: ModelCard) -> str:
         "",
         "## Model",
         "",
-        f"- Architecture: `{json.dumps(card.architecture)}` (one logit; P = sigmoid(logit / T))",
+        f"- Architecture: `{json.dumps(card.architecture)}` (one logit; "
+        "P = sigmoid(slope x logit + intercept))",
         f"- Input: {card.preprocessing.image_size} x {card.preprocessing.image_size} grayscale, "
         f"preprocessing `{card.preprocessing.model_dump_json()}`",
         f"- Grad-CAM layer: `{card.last_conv_layer}`",
@@ -112,9 +120,9 @@ def render_model_card(card: ModelCard) -> str:
         f"- Threshold P(pneumonia) >= {threshold.value:.4f}: {threshold.rule}",
         f"- On validation: sensitivity {_number(threshold.validation_sensitivity)}, "
         f"specificity {_number(threshold.validation_specificity)}",
-        f"- Temperature T = {card.temperature:.3f} (fitted on validation NLL)",
         "",
     ]
+    lines += calibration_section(card)
     lines += _data_section(card.data) + _training_section(card.training)
     for split in ("validation", "test"):
         if split in card.metrics:
@@ -174,6 +182,8 @@ def _training_section(training: dict) -> list[str]:
 
 
 def write_model_card_markdown(card: ModelCard, directory: Path) -> Path:
+    """MODEL_CARD.md, and beside it the validation reliability figure it embeds."""
+    write_validation_reliability(card, directory)
     path = directory / MODEL_CARD_MD
     path.write_text(render_model_card(card))
     return path
@@ -187,7 +197,9 @@ def metrics_table(summary: dict, title: str) -> Table:
         entry = summary[key]
         low, high = entry["ci95"]
         table.add_row(label, _number(entry["value"]), f"{_number(low)} - {_number(high)}")
-    table.add_row("ECE (10 bins)", _number(summary["calibration"]["ece"]), "")
+    calibration = summary["calibration"]
+    table.add_row("ECE before calibration", _number(calibration["before"]["ece"]), "")
+    table.add_row("ECE (10 bins)", _number(calibration["ece"]), "")
     table.add_row("Threshold", f"{summary['threshold']:.4f}", "")
     (tn, fp), (fn, tp) = summary["confusion_matrix"]
     table.add_row("Confusion [TN FP; FN TP]", f"[{tn} {fp}; {fn} {tp}]", "")
@@ -209,9 +221,12 @@ def write_report(evaluation, model_dir: Path, out_dir: Path) -> Path:
     plots.roc_plot(labels, probabilities, threshold, out_dir / "roc.png")
     plots.pr_plot(labels, probabilities, threshold, out_dir / "pr.png")
     plots.confusion_plot(summary["confusion_matrix"], out_dir / "confusion_matrix.png")
-    plots.reliability_plot(
-        summary["calibration"]["bins"], summary["calibration"]["ece"], out_dir / "reliability.png"
-    )
+    calibration = summary["calibration"]
+    panels = {
+        "before calibration": (calibration["before"]["bins"], calibration["before"]["ece"]),
+        "after (as served)": (calibration["bins"], calibration["ece"]),
+    }
+    plots.reliability_plot(panels, out_dir / "reliability.png")
     history_path = model_dir / "history.json"
     if history_path.is_file():
         plots.training_curves_plot(
@@ -231,7 +246,8 @@ def render_report(summary: dict, figures: list[str]) -> str:
         lines += ["> **Synthetic model**: these numbers describe phantoms, not patients.", ""]
     (tn, fp), (fn, tp) = summary["confusion_matrix"]
     lines += [
-        f"- Model sha256 `{model['sha256']}`, temperature {summary['temperature']:.3f}",
+        f"- Model sha256 `{model['sha256']}`",
+        calibration_line(summary["calibration"]),
         f"- Data: `{data['path']}` split **{data['split']}** ({data['source']}), "
         f"{summary['images']} images, {summary['pneumonia']} PNEUMONIA "
         f"({summary['pneumonia'] / max(summary['images'], 1):.1%}); "
@@ -239,7 +255,13 @@ def render_report(summary: dict, figures: list[str]) -> str:
         f"- Threshold P(pneumonia) >= {summary['threshold']:.4f} (chosen on validation)",
         f"- 95% CIs: {summary['bootstrap']['resamples']} stratified bootstrap resamples",
         "",
-        *_metrics_markdown({**summary, "ece": summary["calibration"]["ece"]}),
+        *_metrics_markdown(
+            {
+                **summary,
+                "ece": summary["calibration"]["ece"],
+                "ece_before_calibration": summary["calibration"]["before"]["ece"],
+            }
+        ),
         "",
         "| truth \\ predicted | NORMAL | PNEUMONIA |",
         "|---|---|---|",

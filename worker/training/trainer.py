@@ -1,9 +1,10 @@
 """Train the CNN from scratch, calibrate it and choose its operating point on validation.
 
 Augmentation runs in the tf.data pipeline, never inside the saved model, so serving stays
-deterministic. After training: temperature scaling fitted on validation NLL, then the decision
-threshold chosen on validation for a target sensitivity; both go into model.json, which is
-what `ModelRuntime` serves with.
+deterministic. After training: Platt scaling (slope and intercept, guarded against separable
+data: `worker.training.calibration`) fitted on the validation logits, then the decision threshold
+chosen on validation for a target sensitivity on the calibrated scale; both go into model.json,
+which is what `ModelRuntime` serves with.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shared.model_card import ModelCard, ThresholdChoice
 from worker.model.architecture import LAST_CONV_LAYER, Architecture, build_classifier
 from worker.model.artifact import save_artifact
 from worker.training import classification_metrics as metrics
+from worker.training.calibration import calibrate, calibrated_logits
 from worker.training.datasets import Dataset, class_weights, write_manifest
 from worker.training.reports import default_limitations, write_model_card_markdown
 
@@ -147,25 +149,6 @@ def predict_logits(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(images[..., None], batch_size=64, verbose=0))[:, 0]
 
 
-def calibrate(labels: np.ndarray, logits: np.ndarray) -> tuple[float, dict]:
-    """Temperature scaling on validation, kept only if it lowers validation NLL."""
-    fitted = metrics.fit_temperature(labels, logits)
-    before, after = metrics.binary_nll(labels, logits), metrics.binary_nll(labels, logits / fitted)
-    temperature = fitted if after < before else 1.0
-    report = {
-        "method": "temperature scaling, fitted on validation NLL",
-        "temperature": temperature,
-        "validation_nll": {"before": before, "after": min(before, after)},
-        "validation_ece": {
-            "before": metrics.expected_calibration_error(labels, metrics.sigmoid(logits)),
-            "after": metrics.expected_calibration_error(
-                labels, metrics.sigmoid(logits / temperature)
-            ),
-        },
-    }
-    return temperature, report
-
-
 def choose_threshold(labels: np.ndarray, scaled_logits: np.ndarray, target: float):
     """The operating point on validation; the cut is placed in logit space, where the scores
     are spread out, and stored as the equivalent probability."""
@@ -221,9 +204,10 @@ def train_model(
     seconds = time.perf_counter() - started
     validation = dataset.splits["val"]
     logits = predict_logits(model, validation.images)
-    temperature, calibration = calibrate(validation.labels, logits)
-    threshold = choose_threshold(validation.labels, logits / temperature, config.target_sensitivity)
-    probabilities = metrics.sigmoid(logits / temperature)
+    calibration, calibration_report = calibrate(validation.labels, logits)
+    scaled = calibrated_logits(calibration, logits)
+    threshold = choose_threshold(validation.labels, scaled, config.target_sensitivity)
+    probabilities = metrics.sigmoid(scaled)
     card = ModelCard(
         name=identity.name,
         version=identity.version,
@@ -233,10 +217,10 @@ def train_model(
         preprocessing=params,
         last_conv_layer=LAST_CONV_LAYER,
         threshold=threshold,
-        temperature=temperature,
+        calibration=calibration,
         metrics={
             "validation": validation_summary(validation.labels, probabilities, threshold.value),
-            "calibration": calibration,
+            "calibration": calibration_report,
         },
         training=training_record(config, write_history(history, out_dir), seconds, dataset),
         data=data_record(dataset, write_manifest(dataset.manifest, out_dir)),
