@@ -203,5 +203,6 @@ class UvicornProcess(ServerProcess):
     def __init__(self, app: str, environment: dict[str, str], log_path: Path,
                  ready_path: str = "/healthz", factory: bool = False):  # fmt: skip
         command = [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
-                   "--port", "{port}", "--log-level", "warning", "--no-access-log"]  # fmt: skip
+                   "--port", "{port}", "--log-level", "warning", "--no-access-log",
+                   "--no-proxy-headers"]  # fmt: skip
         super().__init__(command, environment, log_path, ready_path)

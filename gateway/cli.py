@@ -20,8 +20,10 @@ def gateway(
     """
     import uvicorn
 
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the gateway
+    # believes only PNEUMO_TRUSTED_PROXIES (gateway.security).
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)  # fmt: skip
+                log_level=log_level, proxy_headers=False)  # fmt: skip
 
 
 def register_commands(app: typer.Typer) -> None:

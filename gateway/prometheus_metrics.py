@@ -34,6 +34,13 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.client_requests = Counter(
+            "pneumo_client_requests_total",
+            "HTTP requests by API key name (`anonymous` with keys off, `unauthenticated` "
+            "without a valid key) and status.",
+            ["client", "status"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "pneumo_queue_depth",
             "Jobs waiting in the broker queue (unacknowledged excluded).",

@@ -12,28 +12,41 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import Celery
 from fastapi import UploadFile
 from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.concurrency import run_in_threadpool
 
 from gateway.idempotency import IN_FLIGHT_TTL_S, ReuseKeys, claim, find_earlier, reuse_keys
 from gateway.rate_limit import RateLimiter
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings
+from shared.decode_budget import AsyncDecodeBudget
+from shared.display import display_copy
 from shared.errors import (
     AppError,
     QueueFull,
     QueueUnavailable,
+    StoreFull,
+    StoreUnavailable,
     UnknownMethod,
     UploadTooLarge,
     error_for_code,
+    shown,
 )
+from shared.geometry import placement_of
 from shared.handoff import pack_input
-from shared.imaging import IntakeLimits, PreprocessParams, accept_upload
+from shared.imaging import (
+    IntakeLimits,
+    PreprocessParams,
+    accept_upload,
+    decode_cost,
+    intake_draft_side,
+    sniff_format,
+)
 from shared.queue import enqueue_predict
 from shared.schemas import EXPLANATION_METHODS, Job, JobStatus
 from shared.store import AsyncStore, new_job
@@ -49,31 +62,57 @@ class Upload:
     stored: bytes  # the upload itself, or a DICOM's pixels without its tags
     model_input: bytes | None  # packed for the worker, when the serving preprocessing is known
     decode_ms: float
+    # What pictures are drawn on (`shared.display`), and where the model input came from on it
+    # (`shared.geometry`, with the model input).
+    extras: dict[str, bytes] = field(default_factory=dict)
 
 
 async def decode_upload(
-    data: bytes, settings: Settings, preprocessing: PreprocessParams | None
+    data: bytes,
+    settings: Settings,
+    preprocessing: PreprocessParams | None,
+    budget: AsyncDecodeBudget | None = None,
 ) -> Upload:
-    """Decode once, off the event loop: refuse a bad file, keep the model's input."""
+    """Decode once, off the event loop: refuse a bad file, keep the model's input. With a
+    `budget`, first wait (up to `decode_wait_s`, then 503) until the decode's memory fits."""
     limits = IntakeLimits.from_settings(settings)
 
     def decode() -> Upload:
         started = time.perf_counter()
         accepted = accept_upload(data, limits, preprocessing, VALIDATION_DRAFT_SIDE)
-        packed = None
+        packed, decoded = None, accepted.decoded
+        assert decoded is not None
+        extras = {"display": display_copy(data, decoded, limits, settings.display_max_side)}
         if preprocessing is not None and accepted.model_input is not None:
             packed = pack_input(accepted.model_input, preprocessing)
+            extras["placement"] = placement_of(decoded, preprocessing).to_bytes()
         elapsed_ms = round((time.perf_counter() - started) * 1000.0, 3)
-        return Upload(accepted.stored, packed, elapsed_ms)
+        return Upload(accepted.stored, packed, elapsed_ms, extras)
 
-    return await run_in_threadpool(decode)
+    if budget is None:
+        return await run_in_threadpool(decode)
+    cost = await run_in_threadpool(_decode_cost, data, limits, settings, preprocessing)
+    async with budget.reserve(cost, settings.decode_wait_s):
+        return await run_in_threadpool(decode)
+
+
+def _decode_cost(
+    data: bytes, limits: IntakeLimits, settings: Settings, preprocessing: PreprocessParams | None
+) -> int:
+    """What `decode_upload` holds at most: its decode, and for a JPEG drafted smaller than the
+    display copy, the display's own decode beside it (`shared.display`)."""
+    cost = decode_cost(data, limits, intake_draft_side(preprocessing, VALIDATION_DRAFT_SIDE))
+    if sniff_format(data) == "jpeg":
+        cost += decode_cost(data, limits, settings.display_max_side)
+    return cost
 
 
 @dataclass(frozen=True)
 class Intake:
     """What accepting uploads takes, for one request: where jobs are stored and queued, the
     limits, who is asking (rate limits, idempotency), the preprocessing of the live workers'
-    model (the decode-once hand-off; None while no worker has said) and the rate limit."""
+    model (the decode-once hand-off; None while no worker has said), the rate limit, and the
+    owner its jobs record (the key's digest, `gateway.security`; None with keys off)."""
 
     store: AsyncStore
     celery: Celery
@@ -81,11 +120,13 @@ class Intake:
     client_scope: str = ANONYMOUS
     preprocessing: PreprocessParams | None = None
     rate_limiter: RateLimiter = RateLimiter(0)
+    owner: str | None = None
+    decode_budget: AsyncDecodeBudget | None = None  # the process's (`shared.decode_budget`)
 
     async def accept(self, upload: UploadFile) -> Upload:
         """Read within limits and decode once; raises the client's error for a bad file."""
         data = await read_upload(upload, self.settings)
-        return await decode_upload(data, self.settings, self.preprocessing)
+        return await decode_upload(data, self.settings, self.preprocessing, self.decode_budget)
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
@@ -98,20 +139,25 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
 def check_method(method: str) -> str:
     if method not in EXPLANATION_METHODS:
         raise UnknownMethod(
-            f"Unknown explanation method {method!r}; choose one of "
+            f"Unknown explanation method {shown(method)}; choose one of "
             f"{', '.join(EXPLANATION_METHODS)}."
         )
     return method
 
 
 async def check_queue_depth(store: AsyncStore, settings: Settings) -> None:
+    """Refuse new jobs while too many wait, or while Redis is nearly full (`store.memory`):
+    the memory left is the workers', to finish the jobs already accepted."""
+    if await store.memory_high():
+        raise StoreFull("The job store is nearly full; try again shortly.")
     depth = await store.queue_depth(settings.queue_name)
     if depth >= settings.max_queue_depth:
         raise QueueFull(f"{depth} jobs are waiting; try again shortly.")
 
 
 async def enforce_rate_limit(intake: Intake) -> None:
-    """Counted before the upload is even read (`gateway.rate_limit`)."""
+    """One more submission (`gateway.rate_limit`). The request itself was counted before its
+    body was read (`gateway.security.Guard`); a batch's further files are counted here."""
     await intake.rate_limiter.admit(intake.store, intake.client_scope)
 
 
@@ -120,7 +166,6 @@ async def submit(
 ) -> Job:
     store, settings = intake.store, intake.settings
     check_method(method)
-    await enforce_rate_limit(intake)
     accepted = await intake.accept(upload)
     keys = reuse_keys(settings, intake.client_scope, method, accepted.stored, idempotency_key)
     earlier = await find_earlier(store, settings, keys) if keys else None
@@ -133,9 +178,12 @@ async def submit(
 async def store_and_enqueue(
     upload: Upload, method: str, intake: Intake, *, keys: ReuseKeys | None = None
 ) -> Job:
-    """A validated upload becomes a queued job; if the queue is unreachable, nothing is kept."""
+    """A validated upload becomes a queued job, or nothing is kept: stored but not queued (the
+    queue unreachable, Redis full) is taken back. The failure is always an `AppError`, so a
+    batch takes back the jobs it made before (`routes.batches.enqueue_all`)."""
     store, settings = intake.store, intake.settings
     job = new_job(str(uuid.uuid4()), settings.job_ttl_s, method)
+    job.owner = intake.owner
     if upload.model_input is not None:
         job.timings_ms["decode"] = upload.decode_ms
     if keys is not None:
@@ -144,22 +192,30 @@ async def store_and_enqueue(
             return earlier
     try:
         links = keys.links(job.job_id) if keys else {}
-        await store.create(job, upload.stored, links, upload.model_input)
+        await store.create(job, upload.stored, links, upload.model_input, upload.extras)
         await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
-    except OperationalError as error:
+    except (OperationalError, RedisError) as error:
         await _forget(store, job, keys)
-        raise QueueUnavailable("The job queue is unreachable.") from error
-    except RedisError:
-        await _forget(store, job, keys)
-        raise
+        raise _refusal(error) from error
     return job
 
 
+def _refusal(error: Exception) -> AppError:
+    # kombu wraps Redis's errors in its OperationalError: a full Redis is seen through it.
+    if isinstance(error, OutOfMemoryError) or isinstance(error.__cause__, OutOfMemoryError):
+        return StoreFull("The job store is full; try again shortly.")
+    if isinstance(error, OperationalError):
+        return QueueUnavailable("The job queue is unreachable.")
+    return StoreUnavailable("The job store is unavailable; try again shortly.")
+
+
 async def _forget(store: AsyncStore, job: Job, keys: ReuseKeys | None) -> None:
-    """Best effort: with Redis away this fails too, and the keys' short TTLs clean up."""
+    """Best effort: with Redis away this fails too, and the keys' short TTLs clean up. A full
+    Redis still takes deletions (`AsyncStore.delete`)."""
     with contextlib.suppress(RedisError):
         await store.delete(job.job_id)
-        if keys is not None and keys.idempotency:
+    if keys is not None and keys.idempotency:
+        with contextlib.suppress(RedisError):
             await store.forget(keys.idempotency)
 
 

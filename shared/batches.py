@@ -14,13 +14,14 @@ from shared.store import AsyncStore
 EXPIRED = "expired"
 
 
-async def load_batch(store: AsyncStore, batch_id: str) -> Batch | None:
-    """The batch with its counts, from one read of the list and one of its records."""
+async def load_batch(store: AsyncStore, batch_id: str) -> tuple[Batch, str | None] | None:
+    """The batch with its counts and its owner (`Job.owner`), from one read of the list and
+    one of its records."""
     stored = await store.load_batch(batch_id)
     if stored is None:
         return None
-    job_ids, jobs = stored
-    return summarise(batch_id, job_ids, jobs)
+    job_ids, jobs, owner = stored
+    return summarise(batch_id, job_ids, jobs), owner
 
 
 def summarise(batch_id: str, job_ids: list[str], jobs: list[Job | None]) -> Batch:

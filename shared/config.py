@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,6 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What a key's name may be: it lands in logs and metric labels.
+KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 class Settings(BaseSettings):
@@ -22,6 +26,32 @@ class Settings(BaseSettings):
     )
     queue_name: str = Field("pneumo", description="The Celery queue (a Redis list) of job ids.")
     key_prefix: str = Field("pneumo", description="Prefix of every Redis key the service writes.")
+    redis_pool_size: int = Field(
+        100,
+        gt=0,
+        description="Redis connections one gateway process opens at most for requests. A burst "
+        "needing more waits for a free one (up to `redis_pool_wait_s`) rather than failing.",
+    )
+    redis_pool_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long a gateway request waits for a free Redis connection before it "
+        "gets 503 `store_unavailable`.",
+    )
+    store_memory_watermark: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Above this fraction of Redis's `maxmemory` the gateway refuses new jobs "
+        "(503 `store_full`), keeping the rest for workers to finish the accepted ones; 1 turns "
+        "the check off. No `maxmemory` set: never refused.",
+    )
+    store_memory_sample_ms: int = Field(
+        250,
+        gt=0,
+        description="The gateway reads Redis's memory use (`INFO memory`) at most this often, "
+        "however many submissions arrive.",
+    )
 
     job_ttl_s: int = Field(86_400, gt=0, description="Every job key and blob expires after this.")
     max_upload_bytes: int = Field(
@@ -35,12 +65,46 @@ class Settings(BaseSettings):
         "spare, and stops decompression bombs long before they allocate gigabytes.",
     )
     min_side: int = Field(32, gt=0, description="Smaller images carry no diagnostic content.")
+    decode_memory_mb: int = Field(
+        512,
+        gt=0,
+        description="Memory one process (a gateway, a worker) lets its image decodes hold at "
+        "once, each counted from its header before decoding (`shared.decode_budget`); sized "
+        "for a 1 GB gateway container. Uploads beyond it wait up to `decode_wait_s` (the "
+        "worker's decodes wait their turn); one that alone needs more gets 413.",
+    )
+    decode_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long an upload waits for decode memory before 503 `decode_busy` with "
+        "Retry-After.",
+    )
+    display_max_side: int = Field(
+        1024,
+        ge=64,
+        le=4096,
+        description="Long side of the film copy kept for pictures (overlay, heatmap, the page's "
+        "original), at the film's own aspect ratio and never larger than the film.",
+    )
     predict_timeout_s: float = Field(
         30.0, gt=0, description="How long `POST /predict` waits before answering 504 `timeout`."
     )
     max_wait_s: float = Field(30.0, gt=0, description="Upper bound for ?wait= long polls.")
     max_queue_depth: int = Field(
         10_000, gt=0, description="With more jobs waiting, submissions get 503 `queue_full`."
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body must arrive within this many seconds, plus one more for "
+        "every `body_min_rate` bytes received (Apache mod_reqtimeout's rule): slower clients "
+        "get 408 `request_timeout` and the connection is closed.",
+    )
+    body_min_rate: int = Field(
+        16 * 1024,
+        gt=0,
+        description="Bytes per second that extend `body_timeout_s`: a client sending at least "
+        "this fast is never cut off, one trickling a few bytes a second is.",
     )
     max_batch_files: int = Field(64, gt=0, description="Most files in one `POST /v1/batches`.")
     max_batch_bytes: int = Field(
@@ -140,8 +204,16 @@ class Settings(BaseSettings):
     # NoDecode: the environment holds `k1,k2` (split below), not the JSON pydantic-settings expects.
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
-        description="Comma-separated keys accepted in `X-API-Key` or `Authorization: Bearer`; "
-        "empty: no key is asked for.",
+        description="Comma-separated keys accepted in `X-API-Key` or `Authorization: Bearer`, "
+        "each `name:key` or a plain `key`; empty: no key is asked for. With keys, each job "
+        "belongs to the key that made it: other keys get 404 for it. Logs and metrics show the "
+        "name (a plain key is named `key-` and a few hex digits of its digest), never the key.",
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated addresses or networks (`10.0.0.0/8`) of reverse proxies "
+        "whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed; empty: none are, so a "
+        "client cannot pick its own rate-limit and idempotency scope.",
     )
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Comma-separated origins browsers may call from; empty: CORS off."
@@ -158,12 +230,26 @@ class Settings(BaseSettings):
         "its earlier succeeded job instead of computing it again.",
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _names_are_unique(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        names = [name for name, _ in (split_named_key(entry) for entry in entries)]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"API key names must be unique; repeated: {', '.join(repeated)}")
+        return entries
+
+    @property
+    def named_api_keys(self) -> dict[str, str]:
+        """name -> key, in the order configured."""
+        return dict(split_named_key(entry) for entry in self.api_keys)
 
     @model_validator(mode="after")
     def _time_limits_nest(self) -> Settings:
@@ -174,6 +260,17 @@ class Settings(BaseSettings):
                 f"visibility_timeout_s ({self.visibility_timeout_s})."
             )
         return self
+
+
+def split_named_key(entry: str) -> tuple[str, str]:
+    """`name:key` -> (name, key); a plain key (or one whose text before a colon is no name)
+    is named from its digest, so logs can tell keys apart without showing one."""
+    name, colon, key = entry.partition(":")
+    if colon and KEY_NAME.fullmatch(name):
+        if not key:
+            raise ValueError(f"The API key named {name!r} is empty.")
+        return name, key
+    return f"key-{hashlib.sha256(entry.encode()).hexdigest()[:8]}", entry
 
 
 @lru_cache(maxsize=1)

@@ -12,9 +12,17 @@ are the API: never rename one.
 
 from __future__ import annotations
 
+import re
+
 # What a job record's code maps to when this version does not know it (say, a newer worker
 # wrote it during a rolling upgrade): the service failed, and cannot tell how.
 UNKNOWN_CODE_STATUS = 500
+# Messages reach clients and job records: bounded, whatever a library or a client put in them.
+MAX_MESSAGE_CHARS = 1000
+MAX_ECHOED_CHARS = 64
+# A library's str(error) can name an object by its heap address (`<_io.BytesIO object at 0x..>`),
+# which helps an attacker defeat address randomisation and tells a client nothing.
+OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class AppError(Exception):
@@ -33,6 +41,7 @@ class AppError(Exception):
     def __init__(self, message: str, *, retry_after_s: int | None = None):
         if "code" not in vars(type(self)):
             raise TypeError(f"{type(self).__name__} is a family; raise one of its failures")
+        message = public_message(message)
         super().__init__(message)
         self.message = message
         if retry_after_s is not None:
@@ -43,6 +52,21 @@ class AppError(Exception):
 
 
 ERRORS_BY_CODE: dict[str, type[AppError]] = {}
+
+
+def public_message(message: str) -> str:
+    """No heap addresses, and at most `MAX_MESSAGE_CHARS` characters."""
+    message = OBJECT_REPR.sub("the file", message)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return message
+
+
+def shown(value: str) -> str:
+    """A client's value quoted for a message, cut to `MAX_ECHOED_CHARS` characters."""
+    if len(value) <= MAX_ECHOED_CHARS:
+        return repr(value)
+    return f"{value[:MAX_ECHOED_CHARS]!r}… ({len(value)} characters)"
 
 
 def _register(failure: type[AppError]) -> None:
@@ -112,6 +136,12 @@ class TooManyFiles(BadRequest):
     code = "too_many_files"
 
 
+class DuplicateFilePart(BadRequest):
+    """The request holds more than one `file` part; send one (or several to /v1/batches)."""
+
+    code = "duplicate_file_part"
+
+
 class HttpError(AppError):
     """The web framework refused the request (e.g. a malformed multipart body)."""
 
@@ -128,6 +158,12 @@ class Unauthorized(AppError):
     """No valid API key came with the request (X-API-Key or Authorization: Bearer)."""
 
     code, status = "unauthorized", 401
+
+
+class RequestTimeout(AppError):
+    """The request body did not arrive in time (a stalled or very slow client)."""
+
+    code, status = "request_timeout", 408
 
 
 class NotFound(AppError):
@@ -285,10 +321,22 @@ class QueueUnavailable(Unavailable):
     code = "queue_unavailable"
 
 
+class DecodeBusy(Unavailable):
+    """Other uploads are using the memory set aside for decoding; try again shortly."""
+
+    code, retry_after_s = "decode_busy", 2
+
+
 class StoreUnavailable(Unavailable):
     """The job store (Redis) is unreachable."""
 
     code = "store_unavailable"
+
+
+class StoreFull(Unavailable):
+    """The job store (Redis) is nearly full; new jobs wait until accepted ones finish."""
+
+    code = "store_full"
 
 
 class UploadMissing(Unavailable):

@@ -6,10 +6,23 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 Label = Literal["NORMAL", "PNEUMONIA"]
+# not_assessed: the model that answered carries no OOD gate (an artifact made before it).
+Assessment = Literal["in_distribution", "out_of_distribution", "not_assessed"]
+OUT_OF_DISTRIBUTION_MESSAGE = (
+    "This image does not resemble the model's training data — no reliable answer"
+)
 EXPLANATION_METHODS = ("gradcam", "gradcam++", "hirescam")
+RECORD = "record"  # the serialisation context under which a job dumps its owner
 
 
 def utc_now() -> datetime:
@@ -34,12 +47,30 @@ class ModelInfo(BaseModel):
     synthetic: bool
 
 
+class OodResult(BaseModel):
+    score: float = Field(description="How unlike the training data the image is (higher: less).")
+    threshold: float = Field(description="Scores above this are flagged.")
+    flagged: bool = Field(description="True: the image is out of distribution.")
+
+
 class Result(BaseModel):
+    assessment: Assessment = Field(
+        "not_assessed",
+        description="out_of_distribution: the image does not resemble the training data and "
+        "the label must not be relied on (kept for the record); not_assessed: the model has "
+        "no out-of-distribution gate.",
+    )
     label: Label
     probability: float = Field(description="P(pneumonia), calibrated.")
     confidence: float = Field(description="P(returned label).")
     threshold: float = Field(description="P(pneumonia) at or above which the label is PNEUMONIA.")
+    ood: OodResult | None = Field(None, description="The out-of-distribution score; null when "
+                                  "the model has no gate.")  # fmt: skip
     model: ModelInfo
+
+    @property
+    def reliable(self) -> bool:
+        return self.assessment != "out_of_distribution"
 
 
 class Explanation(BaseModel):
@@ -68,11 +99,34 @@ class Job(BaseModel):
     explanation: Explanation | None = None
     error: JobError | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # The digest of the API key that made the job (gateway.security), kept in the record and
+    # never sent: other keys are told the job does not exist. None when keys are off.
+    owner: SkipJsonSchema[str | None] = None
+
+    # No return annotation, on purpose: with one, pydantic documents the annotation (an
+    # untyped dict) in place of Job's fields in the API's schema.
+    @model_serializer(mode="wrap")
+    def _owner_only_in_the_record(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ):
+        data = handler(self)
+        if not (info.context or {}).get(RECORD) and isinstance(data, dict):
+            data.pop("owner", None)
+        return data
+
+    def record_json(self) -> str:
+        """The job as the store keeps it, owner included; every other dump leaves it out."""
+        return self.model_dump_json(context={RECORD: True})
 
 
 class SeedPrediction(BaseModel):
-    """The original project's `POST /predict` response shape, kept for its clients."""
+    """The original project's `POST /predict` response shape, kept for its clients, with the
+    out-of-distribution warning leading when the image is not like the training data."""
 
+    message: str | None = Field(
+        None, description="Set, and to be shown before the prediction, when out of distribution."
+    )
+    assessment: Assessment = "not_assessed"
     prediction: Literal["Pneumonia", "Normal"]
     confidence: float
     gradcam_image: str

@@ -13,11 +13,12 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from gateway.deps import (
     AuthDep,
+    CallerDep,
     IntakeDep,
     MetricsDep,
     StoreDep,
 )
-from gateway.routes.jobs import ERRORS
+from gateway.routes.jobs import ERRORS, is_canonical_id
 from gateway.submission import (
     Intake,
     Upload,
@@ -28,7 +29,7 @@ from gateway.submission import (
 )
 from shared.batches import load_batch
 from shared.config import Settings
-from shared.errors import AppError, BatchNotFound, TooManyFiles
+from shared.errors import AppError, BatchNotFound, TooManyFiles, shown
 from shared.schemas import Batch, BatchCreated, Job, batch_url
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=[AuthDep])
@@ -44,13 +45,15 @@ async def create_batch(
 ) -> BatchCreated:
     check_method(method)
     check_file_count(len(files), intake.settings)
-    for _ in files:  # each file counts as one submission against the client's rate limit
+    # Each file counts as one submission against the client's rate limit; the request was
+    # counted as one before its body was read (gateway.security).
+    for _ in files[1:]:
         await enforce_rate_limit(intake)
     uploads = await validate_each(files, intake)
     await check_queue_depth(intake.store, intake.settings)
     jobs = await enqueue_all(uploads, method, intake)
     batch = BatchCreated(batch_id=str(uuid.uuid4()), job_ids=[job.job_id for job in jobs])
-    await intake.store.save_batch(batch.batch_id, batch.job_ids)
+    await intake.store.save_batch(batch.batch_id, batch.job_ids, intake.owner)
     metrics.jobs_submitted.inc(len(jobs))
     response.headers["Location"] = batch_url(batch.batch_id)
     response.headers["Retry-After"] = "1"
@@ -58,10 +61,12 @@ async def create_batch(
 
 
 @router.get("/{batch_id}", response_model=Batch, responses=ERRORS)
-async def get_batch(batch_id: str, store: StoreDep, response: Response) -> Batch:
-    batch = await load_batch(store, batch_id)
-    if batch is None:
-        raise BatchNotFound(f"No batch {batch_id!r} (it may have expired).")
+async def get_batch(batch_id: str, store: StoreDep, caller: CallerDep, response: Response) -> Batch:
+    """Another key's batch is answered exactly as a batch that never was."""
+    loaded = await load_batch(store, batch_id) if is_canonical_id(batch_id) else None
+    if loaded is None or not caller.may_see(loaded[1]):
+        raise BatchNotFound(f"No batch {shown(batch_id)} (it may have expired).")
+    batch = loaded[0]
     if not batch.done:
         response.headers["Retry-After"] = "1"
     return batch

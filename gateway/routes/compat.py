@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.deps import (
     AuthDep,
+    CallerDep,
     FinishedJobsDep,
     IntakeDep,
     MetricsDep,
@@ -22,7 +23,7 @@ from gateway.pictures import picture
 from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
 from gateway.submission import failure_as_error, submit, wait_for_final
 from shared.errors import PredictionTimeout
-from shared.schemas import JobStatus, SeedPrediction, job_url
+from shared.schemas import OUT_OF_DISTRIBUTION_MESSAGE, JobStatus, SeedPrediction, job_url
 
 router = APIRouter(tags=["seed-compatible"], dependencies=[AuthDep])
 
@@ -42,6 +43,9 @@ async def predict(
     if job.result is None:
         return still_running(job.job_id)
     return SeedPrediction(
+        # An out-of-distribution answer leads with the warning; the label stays for the record.
+        message=None if job.result.reliable else OUT_OF_DISTRIBUTION_MESSAGE,
+        assessment=job.result.assessment,
         prediction="Pneumonia" if job.result.label == "PNEUMONIA" else "Normal",
         confidence=round(job.result.confidence, 4),
         gradcam_image=f"outputs/{job.job_id}/gradcam.png",
@@ -60,6 +64,6 @@ def still_running(job_id: str) -> JSONResponse:
 
 
 @router.get("/outputs/{job_id}/gradcam.png", response_class=Response, responses={**PNG, **ERRORS})
-async def seed_gradcam(job_id: str, store: StoreDep) -> Response:
-    job = await find_succeeded_job(store, job_id)
+async def seed_gradcam(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
+    job = await find_succeeded_job(store, job_id, caller)
     return png_response(await picture(store, job, "overlay"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from gateway.deps import (
     AuthDep,
+    CallerDep,
     FinishedJobsDep,
     IdempotencyKeyDep,
     IntakeDep,
@@ -17,11 +19,13 @@ from gateway.deps import (
     StoreDep,
 )
 from gateway.pictures import PICTURES, picture
+from gateway.security import Caller
 from gateway.submission import submit, wait_for_final
-from shared.errors import JobNotFound, JobNotReady, UnknownPath
+from shared.errors import JobNotFound, JobNotReady, UnknownPath, shown
 from shared.schemas import ErrorBody, Job, JobStatus, job_url
 from shared.store import AsyncStore
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AuthDep])
 # OpenAPI documentation of the error shape for every status a client can cause.
 Responses = dict[int | str, dict[str, Any]]
@@ -31,16 +35,18 @@ ERRORS: Responses = {
 PNG: Responses = {200: {"content": {"image/png": {}}}}
 
 
-async def find_job(store: AsyncStore, job_id: str) -> Job:
+async def find_job(store: AsyncStore, job_id: str, caller: Caller) -> Job:
+    """The caller's job; another key's job is answered exactly as a job that never was."""
     job = None
-    if _is_job_id(job_id):
+    if is_canonical_id(job_id):  # anything else never reaches Redis
         job = await store.get(job_id)
-    if job is None:
-        raise JobNotFound(f"No job {job_id!r} (it may have expired or been deleted).")
+    if job is None or not caller.may_see(job.owner):
+        raise JobNotFound(f"No job {shown(job_id)} (it may have expired or been deleted).")
     return job
 
 
-def _is_job_id(value: str) -> bool:
+def is_canonical_id(value: str) -> bool:
+    """Job and batch ids are lower-case hyphenated UUIDs, as the gateway makes them."""
     try:
         return str(uuid.UUID(value)) == value
     except ValueError:
@@ -52,12 +58,14 @@ async def create_job(
     file: Annotated[UploadFile, File(description="Chest radiograph, JPEG or PNG.")],
     response: Response,
     intake: IntakeDep,
+    caller: CallerDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKeyDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> Job:
     job = await submit(file, method, intake, idempotency_key=idempotency_key)
     metrics.jobs_submitted.inc()
+    log.info("Job %s submitted by %s", job.job_id, caller.name)
     response.headers["Location"] = job_url(job.job_id)
     response.headers["Retry-After"] = "1"
     return job
@@ -67,12 +75,13 @@ async def create_job(
 async def get_job(
     job_id: str,
     store: StoreDep,
+    caller: CallerDep,
     settings: SettingsDep,
     finished: FinishedJobsDep,
     response: Response,
     wait: Annotated[float, Query(ge=0, description="Long-poll up to this many seconds.")] = 0,
 ) -> Job:
-    job = await find_job(store, job_id)
+    job = await find_job(store, job_id, caller)
     if wait:
         job = await wait_for_final(store, finished, job, min(wait, settings.max_wait_s))
     if not job.status.is_final:
@@ -81,15 +90,15 @@ async def get_job(
 
 
 @router.get("/{job_id}/{name}.png", response_class=Response, responses={**PNG, **ERRORS})
-async def get_picture(job_id: str, name: str, store: StoreDep) -> Response:
+async def get_picture(job_id: str, name: str, store: StoreDep, caller: CallerDep) -> Response:
     if name not in PICTURES:
-        raise UnknownPath(f"No picture {name!r}; there are overlay.png and heatmap.png.")
-    job = await find_succeeded_job(store, job_id)
+        raise UnknownPath(f"No picture {shown(name)}; there are overlay.png and heatmap.png.")
+    job = await find_succeeded_job(store, job_id, caller)
     return png_response(await picture(store, job, name))
 
 
-async def find_succeeded_job(store: AsyncStore, job_id: str) -> Job:
-    job = await find_job(store, job_id)
+async def find_succeeded_job(store: AsyncStore, job_id: str, caller: Caller) -> Job:
+    job = await find_job(store, job_id, caller)
     if job.status is not JobStatus.succeeded:
         raise JobNotReady(f"Job {job_id} is {job.status.value}; pictures exist once it succeeds.")
     return job
@@ -102,7 +111,8 @@ def png_response(data: bytes) -> Response:
 
 
 @router.delete("/{job_id}", status_code=204, responses=ERRORS)
-async def delete_job(job_id: str, store: StoreDep) -> Response:
-    await find_job(store, job_id)
+async def delete_job(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
+    await find_job(store, job_id, caller)
     await store.delete(job_id)
+    log.info("Job %s deleted by %s", job_id, caller.name)
     return Response(status_code=204)

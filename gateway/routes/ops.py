@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -13,6 +16,8 @@ from gateway.serving import live_workers
 from shared.schemas import ErrorBody
 
 router = APIRouter(tags=["operations"])
+# POSIX absolute, home-relative, or Windows drive paths.
+ABSOLUTE_PATH = re.compile(r"^(/|~/|[A-Za-z]:[\\/])\S")
 
 
 @router.get("/healthz")
@@ -30,8 +35,15 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     )
 
 
-@router.get("/metrics", response_class=Response, responses={503: {"model": ErrorBody}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[AuthDep],
+    responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
 async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+    """Prometheus metrics; behind the API key when keys are on (queue depth and live workers
+    tell an outsider how busy the service is)."""
     metrics.queue_depth.set(await store.queue_depth(settings.queue_name))
     metrics.live_workers.set(len(await live_workers(store, settings.heartbeat_s)))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -43,11 +55,26 @@ async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: Metr
     responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def models(store: StoreDep, settings: SettingsDep) -> dict[str, list[dict[str, Any]]]:
-    """The cards of the models live workers are serving, one per distinct sha256."""
+    """The cards of the models live workers are serving, one per distinct sha256, with how
+    many workers serve each: no worker's host or process, no path on any machine."""
     cards: dict[str, dict[str, Any]] = {}
-    workers: dict[str, list[str]] = {}
-    for name, beat in (await live_workers(store, settings.heartbeat_s)).items():
+    workers: Counter[str] = Counter()
+    for beat in (await live_workers(store, settings.heartbeat_s)).values():
         card = beat["model"]
         cards[card["sha256"]] = card
-        workers.setdefault(card["sha256"], []).append(name)
-    return {"models": [{**card, "workers": sorted(workers[sha])} for sha, card in cards.items()]}
+        workers[card["sha256"]] += 1
+    return {
+        "models": [{**without_paths(card), "workers": workers[sha]} for sha, card in cards.items()]
+    }
+
+
+def without_paths(value: Any) -> Any:
+    """The card with every file-system path cut to its last part (`/data/x/chest_xray` ->
+    `chest_xray`): where a model was trained is nobody's business but its maker's."""
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_paths(item) for item in value]
+    if isinstance(value, str) and ABSOLUTE_PATH.match(value):
+        return PurePath(value.replace("\\", "/")).name
+    return value

@@ -1,5 +1,6 @@
-"""The clinician's page: `/` (upload and results), `/model-card`, their static files, and the
-model-input picture the page draws the Grad-CAM heatmap on.
+"""The clinician's page: `/` (upload and results), `/model-card`, their static files, the
+film copy the page shows as the original and draws the Grad-CAM heatmap on, and the
+model-input picture.
 
 The page is plain HTML, CSS and JavaScript from `gateway/static`: no build step, no CDN, so
 it works on a hospital network with no internet access. It calls the same public API as any
@@ -14,10 +15,10 @@ from importlib import resources
 from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 
-from gateway.deps import AuthDep, StoreDep
-from gateway.pictures import model_input
+from gateway.deps import AuthDep, CallerDep, StoreDep
+from gateway.pictures import film, model_input
 from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
-from shared.errors import UnknownPath
+from shared.errors import UnknownPath, shown
 
 router = APIRouter()
 STATIC_FILES = {
@@ -48,7 +49,7 @@ async def model_card_page() -> HTMLResponse:
 @router.get("/static/{name}", include_in_schema=False)
 async def static_file(name: str) -> Response:
     if name not in STATIC_FILES:  # a fixed list: no path from the URL ever reaches the disk
-        raise UnknownPath(f"No static file {name!r}.")
+        raise UnknownPath(f"No static file {shown(name)}.")
     return Response(static_text(name), media_type=STATIC_FILES[name], headers=NO_STALE)
 
 
@@ -59,7 +60,22 @@ async def static_file(name: str) -> Response:
     dependencies=[AuthDep],
     tags=["jobs"],
 )
-async def model_input_picture(job_id: str, store: StoreDep) -> Response:
+async def model_input_picture(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
     """The radiograph as the model saw it (trimmed, resized): what the heatmap is aligned to."""
-    job = await find_succeeded_job(store, job_id)
+    job = await find_succeeded_job(store, job_id, caller)
     return png_response(await model_input(store, job))
+
+
+@router.get(
+    "/v1/jobs/{job_id}/film",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **ERRORS},
+    dependencies=[AuthDep],
+    tags=["jobs"],
+)
+async def film_picture(job_id: str, store: StoreDep, caller: CallerDep) -> Response:
+    """The film at its own aspect ratio (long side `PNEUMO_DISPLAY_MAX_SIDE`, pixels only): what
+    overlay.png and heatmap.png are drawn on, pixel for pixel."""
+    job = await find_succeeded_job(store, job_id, caller)
+    data, media_type = await film(store, job)
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -42,7 +42,8 @@
       ["Library versions", "library_versions"]]) {
       section.append(heading(label), facts(card[key]));
     }
-    section.append(heading("Served by"), list(card.workers, "No worker."));
+    const served = card.workers ? `${card.workers} worker${card.workers > 1 ? "s" : ""}` : "No worker.";
+    section.append(heading("Served by"), Pneumo.text("p", served));
     return section;
   }
 

@@ -15,12 +15,15 @@ from redis.backoff import NoBackoff
 from shared.schemas import Job
 from shared.store.announcements import FinishedAnnouncements
 from shared.store.keys import Keys, Lookup
-from shared.store.records import parse_job, parse_job_ids, ttl_left
-from shared.store.scripts import SET_WHILE_JOB_LIVES
+from shared.store.memory import MemoryWatermark
+from shared.store.records import parse_batch, parse_job, ttl_left
+from shared.store.scripts import DELETE_JOB, SET_WHILE_JOB_LIVES
 
 SOCKET_TIMEOUT_S = 5
 CONNECT_TIMEOUT_S = 2
 HEALTH_CHECK_S = 30
+DEFAULT_POOL_SIZE = 100
+DEFAULT_POOL_WAIT_S = 5.0
 
 
 class AsyncStore:
@@ -30,6 +33,7 @@ class AsyncStore:
         prefix: str,
         ttl_s: int,
         subscriber: aioredis.Redis | None = None,
+        watermark: MemoryWatermark | None = None,
     ):
         self.client = client
         self.keys = Keys(prefix)
@@ -37,19 +41,34 @@ class AsyncStore:
         # The finished-channel subscription holds its connection for good, so `from_url`
         # gives it a client of its own, outside the pool that requests share.
         self.subscriber = subscriber or client
+        self.watermark = watermark or MemoryWatermark(fraction=1.0, sample_interval_s=1.0)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, ttl_s: int) -> AsyncStore:
+    def from_url(
+        cls,
+        url: str,
+        prefix: str,
+        ttl_s: int,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_wait_s: float = DEFAULT_POOL_WAIT_S,
+        watermark: MemoryWatermark | None = None,
+    ) -> AsyncStore:
+        """Requests share a blocking pool of `pool_size` connections: a burst larger than the
+        pool waits up to `pool_wait_s` for a connection instead of failing at once."""
         timeouts: dict[str, Any] = {
             "socket_timeout": SOCKET_TIMEOUT_S,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
             "health_check_interval": HEALTH_CHECK_S,
         }
-        requests = aioredis.Redis.from_url(url, **timeouts)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=pool_wait_s, **timeouts
+        )
+        requests = aioredis.Redis.from_pool(pool)  # owns the pool: closed with the client
         # No retries inside redis-py for the subscription: every lost connection reaches its
         # listener (`gateway.wakeups`), which resubscribes and tells the waiters to re-read.
         subscriber = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
-        return cls(requests, prefix, ttl_s, subscriber)
+        return cls(requests, prefix, ttl_s, subscriber, watermark)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -62,15 +81,18 @@ class AsyncStore:
         upload: bytes,
         links: Mapping[Lookup, str] | None = None,
         model_input: bytes | None = None,
+        extras: Mapping[str, bytes] | None = None,
     ) -> None:
-        """The upload (and the model input made from it, if any), the record, its entry in the
-        pending index and the lookups (lookup -> value) that lead to it, all or nothing.
-        Lookups expire and go with the job."""
+        """The upload (and the model input made from it, if any, and `extras`: blobs by name,
+        such as the display copy), the record, its entry in the pending index and the lookups
+        (lookup -> value) that lead to it, all or nothing. Lookups expire and go with the job."""
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.blob(job.job_id, "upload"), upload, ex=self.ttl_s)
         if model_input is not None:
             pipe.set(self.keys.blob(job.job_id, "input"), model_input, ex=self.ttl_s)
-        pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=self.ttl_s)
+        for name, data in (extras or {}).items():
+            pipe.set(self.keys.blob(job.job_id, name), data, ex=self.ttl_s)
+        pipe.set(self.keys.job(job.job_id), job.record_json(), ex=self.ttl_s)
         pipe.zadd(self.keys.pending, {job.job_id: time.time()})
         for lookup, value in (links or {}).items():
             pipe.set(self.keys.lookup(lookup), value, ex=self.ttl_s)
@@ -97,13 +119,16 @@ class AsyncStore:
         )
 
     async def delete(self, job_id: str) -> bool:
-        """The record, every blob, and the lookups (idempotency, dedupe) that point at it."""
+        """The record, every blob, and the lookups (idempotency, dedupe) that point at it.
+        Works on a full Redis too (a script, not MULTI: `scripts.DELETE_JOB`)."""
         refs = await self.client.smembers(self.keys.refs(job_id))
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(*self.keys.all_for_job(job_id), *refs)
-        pipe.zrem(self.keys.pending, job_id)
-        removed, _ = await pipe.execute()
+        keys = [*self.keys.all_for_job(job_id), *refs, self.keys.pending]
+        removed = await self.client.eval(DELETE_JOB, len(keys), *keys, job_id)
         return int(removed) > 0
+
+    async def memory_high(self) -> bool:
+        """Redis is above the memory watermark: time to refuse new jobs (`store.memory`)."""
+        return await self.watermark.is_high(self.client)
 
     async def claim(self, lookup: Lookup, value: str, ttl_s: int) -> bytes | None:
         """Set `lookup` only if absent, atomically; return the value someone else set first."""
@@ -123,20 +148,26 @@ class AsyncStore:
         pipe.expire(self.keys.refs(job.job_id), ttl_left(job))
         await pipe.execute()
 
-    async def save_batch(self, batch_id: str, job_ids: list[str]) -> None:
-        """A batch is its jobs' ids, kept with the jobs' TTL; never file names (they can carry
-        a patient's name)."""
-        await self.client.set(self.keys.batch(batch_id), json.dumps(job_ids), ex=self.ttl_s)
+    async def save_batch(
+        self, batch_id: str, job_ids: list[str], owner: str | None = None
+    ) -> None:
+        """A batch is its jobs' ids and their owner (`Job.owner`), kept with the jobs' TTL;
+        never file names (they can carry a patient's name)."""
+        listed = json.dumps({"job_ids": job_ids, "owner": owner})
+        await self.client.set(self.keys.batch(batch_id), listed, ex=self.ttl_s)
 
-    async def load_batch(self, batch_id: str) -> tuple[list[str], list[Job | None]] | None:
-        """The batch's job ids and their records (None where gone), in two round trips."""
+    async def load_batch(
+        self, batch_id: str
+    ) -> tuple[list[str], list[Job | None], str | None] | None:
+        """The batch's job ids, their records (None where gone) and its owner, in two round
+        trips."""
         listed = await self.client.get(self.keys.batch(batch_id))
         if listed is None:
             return None
-        job_ids = parse_job_ids(listed)
+        job_ids, owner = parse_batch(listed)
         records = await self.client.mget([self.keys.job(job_id) for job_id in job_ids])
         jobs = [parse_job(job_id, record) for job_id, record in zip(job_ids, records, strict=True)]
-        return job_ids, jobs
+        return job_ids, jobs, owner
 
     async def count_submission(self, client: str, window: int, window_s: int) -> int:
         """Count one submission by `client` in rate-limit window number `window`; the count so

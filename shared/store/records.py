@@ -62,15 +62,21 @@ def load_job(job_id: str, record: bytes | str | None) -> Loaded:
         return error
 
 
-def parse_job_ids(listed: bytes | str) -> list[str]:
-    """A batch's list of job ids, as `AsyncStore.save_batch` stored it."""
+def parse_batch(listed: bytes | str) -> tuple[list[str], str | None]:
+    """A batch's job ids and owner, as `AsyncStore.save_batch` stored them (a bare list of ids,
+    as versions before owners wrote it, has no owner)."""
     try:
-        job_ids = json.loads(listed)
+        stored = json.loads(listed)
     except ValueError:
-        job_ids = None
-    if not (isinstance(job_ids, list) and all(isinstance(each, str) for each in job_ids)):
+        stored = None
+    if isinstance(stored, list):
+        stored = {"job_ids": stored, "owner": None}
+    job_ids = stored.get("job_ids") if isinstance(stored, dict) else None
+    owner = stored.get("owner") if isinstance(stored, dict) else None
+    valid_ids = isinstance(job_ids, list) and all(isinstance(each, str) for each in job_ids)
+    if not (isinstance(job_ids, list) and valid_ids and isinstance(owner, str | None)):
         raise CorruptRecord("A stored batch cannot be read; submit its images again.")
-    return job_ids
+    return job_ids, owner
 
 
 @dataclass
@@ -87,5 +93,5 @@ class Write:
 
     def values(self, keys: Keys) -> list[str | bytes | int]:
         stage = "final" if self.job.status.is_final else "claim"
-        head: list[str | bytes | int] = [self.job.model_dump_json(), ttl_left(self.job)]
+        head: list[str | bytes | int] = [self.job.record_json(), ttl_left(self.job)]
         return [*head, stage, self.job.job_id, keys.finished_channel, *self.blobs.values()]

@@ -73,7 +73,7 @@ class SyncStore:
         pipe = self.client.pipeline(transaction=True)
         for job in jobs:
             ttl = ttl_left(job)
-            pipe.set(self.keys.job(job.job_id), job.model_dump_json(), ex=ttl)
+            pipe.set(self.keys.job(job.job_id), job.record_json(), ex=ttl)
             for name, data in blobs.get(job.job_id, {}).items():
                 pipe.set(self.keys.blob(job.job_id, name), data, ex=ttl)
             if pending:

@@ -205,6 +205,7 @@ def test_gateway_serves_8000_after_redis_is_healthy(compose):
         "0.0.0.0",
         "--port",
         "8000",
+        "--no-proxy-headers",
     ]
     assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
     assert any(port.endswith(":8000") for port in gateway["ports"])

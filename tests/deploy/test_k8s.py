@@ -128,6 +128,7 @@ def test_gateway_probes_healthz_for_liveness_and_readyz_for_readiness(k8s_docs):
         "0.0.0.0",
         "--port",
         "8000",
+        "--no-proxy-headers",
     ]
     assert container["ports"] == [{"name": "http", "containerPort": 8000}]
     assert gateway["spec"]["replicas"] >= 2, "one gateway is a single point of failure"

@@ -24,7 +24,7 @@ from tests.support.processes import REPO_ROOT, RedisServer, WorkerProcess, wait_
 pytestmark = pytest.mark.slow
 
 KEYS = ("k1-7f3c9e1d2b", "k2-second-key-of-another-length")
-OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
+OPEN_PATHS = {"/healthz", "/readyz"}
 
 
 def gateway(settings: Settings, **changes: object) -> TestClient:
@@ -65,6 +65,7 @@ def test_every_operation_but_health_needs_a_valid_key(
             continue
         assert response.status_code == 401, (method, path, response.status_code)
         assert response.json()["error"]["code"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
         checked += 1
     assert checked >= 8
 

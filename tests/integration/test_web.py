@@ -63,10 +63,25 @@ def open_page(browser, url: str, viewport: dict, **options):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # The gateway sends a Content-Security-Policy; anything the page does that it forbids
+    # (an inline style or script, a foreign origin) is reported here and fails the test.
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', event => console.error("
+        "`CSP violation: ${event.violatedDirective} ${event.blockedURI}`))"
+    )
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if "Content Security Policy" in message.text or "CSP violation" in message.text
+            else None
+        ),
+    )
     # Playwright turns on file-chooser interception when the first listener is added, and does
     # so asynchronously: add one now, or the first picker opened by a key press can be missed.
     page.on("filechooser", lambda chooser: None)
-    page.goto(url)
+    response = page.goto(url)
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     return context, page, errors
 
 

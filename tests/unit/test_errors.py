@@ -104,3 +104,15 @@ def test_an_unknown_code_keeps_its_wire_value_with_a_server_error() -> None:
 def test_a_retry_after_given_at_raise_time_wins_over_the_class_default() -> None:
     assert ERRORS_BY_CODE["rate_limited"]("slow down", retry_after_s=17).retry_after_s == 17
     assert ERRORS_BY_CODE["queue_full"]("busy").retry_after_s == 5
+
+
+def test_messages_carry_no_heap_address_and_stay_bounded() -> None:
+    from shared.errors import MAX_MESSAGE_CHARS, CorruptImage, shown
+
+    error = CorruptImage("cannot identify image file <_io.BytesIO object at 0x7fab12c3d4e0>")
+    assert "0x" not in error.message and "object at" not in error.message
+    assert "0x" not in error.to_dict()["error"]["message"]
+    assert len(CorruptImage("x" * 100_000).message) == MAX_MESSAGE_CHARS
+    echoed = shown("m" * 900_000)
+    assert len(echoed) < 100 and "900000 characters" in echoed
+    assert shown("gradcam") == "'gradcam'"
