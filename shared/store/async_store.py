@@ -148,9 +148,7 @@ class AsyncStore:
         pipe.expire(self.keys.refs(job.job_id), ttl_left(job))
         await pipe.execute()
 
-    async def save_batch(
-        self, batch_id: str, job_ids: list[str], owner: str | None = None
-    ) -> None:
+    async def save_batch(self, batch_id: str, job_ids: list[str], owner: str | None = None) -> None:
         """A batch is its jobs' ids and their owner (`Job.owner`), kept with the jobs' TTL;
         never file names (they can carry a patient's name)."""
         listed = json.dumps({"job_ids": job_ids, "owner": owner})
