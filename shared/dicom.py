@@ -16,6 +16,7 @@ import io
 import logging
 import struct
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -56,6 +57,8 @@ PYDICOM_FAILURES = (
     OSError, EOFError, RuntimeError, NotImplementedError, OverflowError, struct.error,
 )  # fmt: skip
 LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114])
+# Rows converted per step: a few megabytes of float64 instead of copies of the whole film.
+STRIP_BYTES = 4 * 1024 * 1024
 
 # pydicom's records can quote element values; keep them out of every log the service writes.
 logging.getLogger("pydicom").propagate = False
@@ -78,13 +81,37 @@ def decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
         return to_display_uint8(stored, dataset)
 
 
-def read_dataset(data: bytes) -> Dataset:
+def dicom_decode_cost(data: bytes, max_pixels: int, gray_copies: int, allowance: int) -> int:
+    """Bytes `decode_dicom` holds at its peak, from the tags before the pixels alone: pydicom's
+    copy of the pixel data and the frame it decodes from it (three frames' worth for a
+    compressed or colour one: the codec's buffer, the colour conversion), `gray_copies` uint8
+    images and `allowance` for strips. Raises what decoding would for a bad header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = read_dataset(data, stop_before_pixels=True)
+        check_decodable(header, max_pixels)
+        try:
+            rows, columns = int(header.Rows), int(header.Columns)
+            samples = int(header.get("SamplesPerPixel") or 1)
+            sample_bytes = max(1, -(-int(header.get("BitsAllocated") or 16) // 8))
+            native = not transfer_syntax(header).is_compressed and samples == 1
+        except PYDICOM_FAILURES as error:
+            raise CorruptImage(f"The DICOM header is invalid ({type(error).__name__}).") from None
+    frame = rows * columns * samples * sample_bytes
+    return frame * (1 if native else 3) + 2 * len(data) + rows * columns * gray_copies + allowance
+
+
+def read_dataset(data: bytes, stop_before_pixels: bool = False) -> Dataset:
+    """The dataset; with `stop_before_pixels`, only the tags before the pixel data."""
     has_preamble = data[PREAMBLE_BYTES : PREAMBLE_BYTES + 4] == DICOM_MAGIC
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        dataset = pydicom.dcmread(
+            io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels
+        )
     except PYDICOM_FAILURES as error:
         raise CorruptImage(f"The DICOM file could not be read ({type(error).__name__}).") from None
-    if "PixelData" not in dataset or "Rows" not in dataset or "Columns" not in dataset:
+    needed = ("Rows", "Columns") if stop_before_pixels else ("PixelData", "Rows", "Columns")
+    if any(keyword not in dataset for keyword in needed):
         raise DicomWithoutPixels("The DICOM file holds no image.")
     _settle_transfer_syntax(dataset)
     return dataset
@@ -123,7 +150,10 @@ def check_decodable(dataset: Dataset, max_pixels: int) -> None:
             f"DICOM transfer syntax '{syntax.name}' ({syntax}) cannot be decoded by this "
             f"service. Accepted: {'; '.join(decodable_syntaxes())}."
         )
-    rows, columns = int(dataset.Rows), int(dataset.Columns)
+    _check_pixel_count(int(dataset.Rows), int(dataset.Columns), max_pixels)
+
+
+def _check_pixel_count(rows: int, columns: int, max_pixels: int) -> None:
     if rows * columns > max_pixels:
         raise TooManyPixels(
             f"The DICOM image declares {columns}x{rows} pixels; the limit is {max_pixels}."
@@ -151,7 +181,7 @@ def to_display_uint8(stored: np.ndarray, dataset: Dataset) -> np.ndarray:
             "MONOCHROME2 or RGB."
         )
     try:
-        display = _apply_voi(apply_modality_lut(stored, dataset), dataset)
+        display = _apply_voi(stored, dataset)
     except PYDICOM_FAILURES as error:
         raise CorruptImage(
             f"The DICOM LUT or window is invalid ({type(error).__name__})."
@@ -160,21 +190,33 @@ def to_display_uint8(stored: np.ndarray, dataset: Dataset) -> np.ndarray:
     return 255 - display if photometric == "MONOCHROME1" else display
 
 
-def _apply_voi(values: np.ndarray, dataset: Dataset) -> np.ndarray:
-    """VOI LUT first (it wins over a window when both are present), then window, else full range."""
+def _apply_voi(stored: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """Modality LUT, then the VOI LUT first (it wins over a window when both are present), then
+    window, else full range: a strip of rows at a time (`_map_strips`), every step per pixel."""
+
+    def modality(rows: slice) -> np.ndarray:
+        return apply_modality_lut(stored[rows], dataset)
+
     if dataset.get("VOILUTSequence"):
-        return _apply_voi_lut(values, dataset)
+        look_up = _voi_lut(dataset)
+        return _map_strips(stored, lambda rows: look_up(modality(rows)))
     if "WindowCenter" in dataset and "WindowWidth" in dataset:
         # The window's output range depends on bit depth, sign and rescale; let pydicom say it
         # by windowing the two infinities rather than restating its rules here.
         low, high = apply_windowing(np.array([-np.inf, np.inf]), dataset)
-        return scale_to_uint8(apply_windowing(values, dataset), float(low), float(high))
-    if values.dtype == np.uint8:
-        return values  # 8-bit data is display-ready, as an 8-bit PNG is
-    return scale_to_uint8(values, float(values.min()), float(values.max()))
+        return _map_strips(
+            stored,
+            lambda rows: scale_to_uint8(
+                apply_windowing(modality(rows), dataset), float(low), float(high)
+            ),
+        )
+    if modality(slice(0, 1)).dtype == np.uint8:
+        return modality(slice(None))  # 8-bit data is display-ready, as an 8-bit PNG is
+    low, high = _strip_range(stored, modality)
+    return _map_strips(stored, lambda rows: scale_to_uint8(modality(rows), low, high))
 
 
-def _apply_voi_lut(values: np.ndarray, dataset: Dataset) -> np.ndarray:
+def _voi_lut(dataset: Dataset) -> Callable[[np.ndarray], np.ndarray]:
     """Table lookup, output scaled from the LUT's declared depth.
 
     Done here rather than by `pydicom.pixels.apply_voi`: pydicom 3.0.2 indexes an 8-bit LUT
@@ -185,8 +227,12 @@ def _apply_voi_lut(values: np.ndarray, dataset: Dataset) -> np.ndarray:
     table = _lut_table(
         item, entries or 65536, little_endian=dataset.original_encoding[1] is not False
     )
-    index = np.clip(np.rint(values) - first_mapped, 0, len(table) - 1).astype(np.intp)
-    return scale_to_uint8(table[index], 0.0, float(2**bits - 1))
+
+    def look_up(values: np.ndarray) -> np.ndarray:
+        index = np.clip(np.rint(values) - first_mapped, 0, len(table) - 1).astype(np.intp)
+        return scale_to_uint8(table[index], 0.0, float(2**bits - 1))
+
+    return look_up
 
 
 def _lut_table(item: Dataset, entries: int, little_endian: bool) -> np.ndarray:
@@ -199,10 +245,40 @@ def _lut_table(item: Dataset, entries: int, little_endian: bool) -> np.ndarray:
 
 def _luminance_uint8(rgb: np.ndarray) -> np.ndarray:
     """pydicom hands YBR back as RGB; reduce to luma like Pillow's "L" conversion."""
-    luma = rgb[..., :3].astype(np.float64) @ LUMINANCE_WEIGHTS
+
+    def luma(rows: slice) -> np.ndarray:
+        return rgb[rows, ..., :3].astype(np.float64) @ LUMINANCE_WEIGHTS
+
     if rgb.dtype == np.uint8:
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
-    return scale_to_uint8(luma, float(luma.min()), float(luma.max()))
+        return _map_strips(rgb, lambda rows: np.clip(np.rint(luma(rows)), 0, 255).astype(np.uint8))
+    low, high = _strip_range(rgb, luma)
+    return _map_strips(rgb, lambda rows: scale_to_uint8(luma(rows), low, high))
+
+
+def _strip_bounds(pixels: np.ndarray) -> list[slice]:
+    """Row ranges whose float64 copies take about `STRIP_BYTES` each."""
+    height = pixels.shape[0]
+    row_bytes = 8 * max(1, pixels[:1].size)
+    rows = max(1, STRIP_BYTES // row_bytes)
+    return [slice(top, min(top + rows, height)) for top in range(0, height, rows)]
+
+
+def _map_strips(pixels: np.ndarray, convert: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """One (rows, columns) uint8 array filled strip by strip: every step here is per pixel, so
+    it equals the whole image's conversion, without whole-image float64 copies (a 7,000 px
+    16-bit film took gigabytes that way)."""
+    display = np.empty(pixels.shape[:2], dtype=np.uint8)
+    for rows in _strip_bounds(pixels):
+        display[rows] = convert(rows)
+    return display
+
+
+def _strip_range(pixels: np.ndarray, values: Callable[[slice], np.ndarray]) -> tuple[float, float]:
+    """The lowest and highest of `values` over every strip: the full-range window's ends."""
+    extremes = [
+        (float(strip.min()), float(strip.max())) for strip in map(values, _strip_bounds(pixels))
+    ]
+    return min(low for low, _ in extremes), max(high for _, high in extremes)
 
 
 def scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:

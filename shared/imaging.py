@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.dicom import decode_dicom, looks_like_dicom
+from shared.dicom import decode_dicom, dicom_decode_cost, looks_like_dicom
 from shared.errors import (
     CorruptImage,
     EmptyFile,
@@ -27,9 +29,27 @@ from shared.errors import (
 
 if TYPE_CHECKING:
     from shared.config import Settings
+    from shared.decode_budget import DecodeBudget
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Rows reduced to uint8 per step (`to_grayscale_array`): a few megabytes of temporaries where
+# whole-film float64 copies took gigabytes.
+STRIP_BYTES = 4 * 1024 * 1024
+# What `decode_cost` adds for the strips (float64 and their copies) and the libraries' buffers.
+STRIP_ALLOWANCE = 8 * STRIP_BYTES
+# Film-sized uint8 arrays a decode may hold at once: the result, its upright or cropped copy,
+# and a stored PNG or display copy made from it.
+GRAY_COPIES = 3
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # Rows or columns this flat (std of uint8 values) are padding or a collimator edge, not anatomy.
 FLAT_LINE_STD = 3.0
 
@@ -51,10 +71,12 @@ class PreprocessParams(BaseModel):
 class IntakeLimits:
     max_pixels: int = 50_000_000
     min_side: int = 32
+    # Shared by a process's decodes: `load_radiograph` reserves each one's cost from it first.
+    budget: DecodeBudget | None = field(default=None, compare=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IntakeLimits:
-        return cls(max_pixels=settings.max_pixels, min_side=settings.min_side)
+    def from_settings(cls, settings: Settings, budget: DecodeBudget | None = None) -> IntakeLimits:
+        return cls(max_pixels=settings.max_pixels, min_side=settings.min_side, budget=budget)
 
 
 def sniff_format(data: bytes) -> str:
@@ -107,31 +129,62 @@ def accept_upload(
     `decode_grayscale` makes of the DICOM, so the worker's result is unchanged, and not one
     header tag (name, ids, dates) reaches the store.
     """
-    if params is not None:
-        draft_side = model_draft_side(params)
-    gray = decode_grayscale(data, limits, draft_side)
+    gray = decode_grayscale(data, limits, intake_draft_side(params, draft_side))
     stored = encode_png(gray) if sniff_format(data) == "dicom" else data
     return AcceptedUpload(stored, preprocess(gray, params) if params is not None else None)
 
 
+def decode_cost(data: bytes, limits: IntakeLimits, draft_side: int | None = None) -> int:
+    """Bytes a decode of `data` holds at its peak, read from the header alone: the decoder's
+    own buffer, the uint8 film with the copies made of it (upright, cropped, stored), and the
+    strips between the two. An upper bound, so a budget of these never overruns. Raises what
+    decoding would for a bad header, before anything is allocated."""
+    if sniff_format(data) == "dicom":
+        return dicom_decode_cost(data, limits.max_pixels, GRAY_COPIES, STRIP_ALLOWANCE)
+    image = _open_checked(data, limits, draft_side)
+    width, height = image.size
+    return width * height * (_stored_bytes_per_pixel(image.mode) + GRAY_COPIES) + STRIP_ALLOWANCE
+
+
+def intake_draft_side(params: PreprocessParams | None, draft_side: int | None) -> int | None:
+    """The JPEG draft `accept_upload` decodes at: the model's when it is known."""
+    return model_draft_side(params) if params is not None else draft_side
+
+
+def _stored_bytes_per_pixel(mode: str) -> int:
+    """What Pillow keeps per pixel: one byte for 8-bit single-band modes, two for 16-bit, and
+    four for everything else (it pads RGB and LA to four)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
 def _decode_with_pillow(data: bytes, limits: IntakeLimits, draft_side: int | None) -> np.ndarray:
-    image = _open_checked(data, limits)
-    if draft_side and image.format == "JPEG":
-        # DCT-domain downscaling: a 2,000 px JPEG decodes at 1/2..1/8 scale for a fraction
-        # of the cost.
-        image.draft("L", (draft_side, draft_side))
+    image = _open_checked(data, limits, draft_side)
     try:
         image.load()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF: no orientation, then
-            image = ImageOps.exif_transpose(image) or image
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CorruptImage(f"The image could not be decoded: {error}.") from error
-    return to_grayscale_array(image)
+    gray = to_grayscale_array(image)
+    del image  # the decoder's buffer goes before the upright copy is made
+    return _upright(gray, orientation)
 
 
-def _open_checked(data: bytes, limits: IntakeLimits) -> Image.Image:
-    """Read only the header first, so a bomb is refused before any pixel buffer is allocated."""
+def _upright(gray: np.ndarray, orientation: object) -> np.ndarray:
+    """Apply an EXIF orientation (as `ImageOps.exif_transpose` does) to the uint8 film rather
+    than to the decoder's buffer: the same pixels, from a copy a quarter or half the size."""
+    method = EXIF_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    if method is None:
+        return gray
+    return np.asarray(Image.fromarray(gray).transpose(method), dtype=np.uint8)
+
+
+def _open_checked(data: bytes, limits: IntakeLimits, draft_side: int | None = None) -> Image.Image:
+    """Read only the header first, so a bomb is refused before any pixel buffer is allocated.
+    A JPEG is set to decode at its draft scale, so its size is the one decoding allocates."""
     try:
         with warnings.catch_warnings():
             # Pillow warns about corrupt metadata (EXIF) and carries on: so do we, quietly.
@@ -147,13 +200,36 @@ def _open_checked(data: bytes, limits: IntakeLimits) -> Image.Image:
         raise TooManyPixels(
             f"The image declares {width}x{height} pixels; the limit is {limits.max_pixels}."
         )
+    if draft_side and image.format == "JPEG":
+        # DCT-domain downscaling: a 2,000 px JPEG decodes at 1/2..1/8 scale for a fraction
+        # of the cost.
+        image.draft("L", (draft_side, draft_side))
     return image
 
 
 def to_grayscale_array(image: Image.Image) -> np.ndarray:
-    """Every Pillow mode a radiograph arrives in, reduced to uint8 luminance."""
+    """Every Pillow mode a radiograph arrives in, reduced to uint8 luminance.
+
+    Converted a strip of rows at a time into one uint8 array: every step is per pixel, so the
+    result is the whole image's conversion, without whole-image float or RGBA copies (a 7,000
+    px 16-bit film took over a gigabyte as float64)."""
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _window_to_uint8(np.asarray(image, dtype=np.float64))
+        low, high = _extremes(image)
+        if image.mode.startswith("I;16"):
+            # Every 16-bit value through the same arithmetic once, then a table lookup per
+            # pixel: the same bytes, several times faster than float64 per pixel.
+            table = _window_to_uint8(np.arange(65536, dtype=np.float64), low, high)
+            return _in_strips(image, 2, lambda strip: table[np.asarray(strip)])
+        return _in_strips(
+            image, 8, lambda strip: _window_to_uint8(np.asarray(strip, np.float64), low, high)
+        )
+    return _in_strips(image, 4, lambda strip: np.asarray(_luminance(strip), dtype=np.uint8))
+
+
+def _luminance(image: Image.Image) -> Image.Image:
+    """An 8-bit image of any mode as "L"; transparency flattened onto black."""
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -163,12 +239,39 @@ def to_grayscale_array(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(background, rgba)
     if image.mode != "L":
         image = image.convert("RGB").convert("L") if image.mode == "CMYK" else image.convert("L")
-    return np.asarray(image, dtype=np.uint8)
+    return image
 
 
-def _window_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map high-bit-depth data onto 0..255 over its own range (a full-range window)."""
-    low, high = float(values.min()), float(values.max())
+def _in_strips(
+    image: Image.Image, bytes_per_pixel: int, convert: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
+    """`convert` applied to bands of whole rows, written into one (height, width) uint8 array."""
+    width, height = image.size
+    gray = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, STRIP_BYTES // (width * bytes_per_pixel))
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        gray[top:bottom] = convert(image.crop((0, top, width, bottom)))
+    return gray
+
+
+def _extremes(image: Image.Image) -> tuple[float, float]:
+    """The lowest and highest value of a single-band image, read strip by strip (Pillow's own
+    `getextrema` refuses the big-endian 16-bit modes)."""
+    width, height = image.size
+    rows = max(1, STRIP_BYTES // (width * 4))
+    extremes = [
+        (float(values.min()), float(values.max()))
+        for values in (
+            np.asarray(image.crop((0, top, width, min(top + rows, height))))
+            for top in range(0, height, rows)
+        )
+    ]
+    return min(low for low, _ in extremes), max(high for _, high in extremes)
+
+
+def _window_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map high-bit-depth data onto 0..255 over the film's own range (a full-range window)."""
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     scaled = (values - low) * (255.0 / (high - low))
@@ -220,8 +323,22 @@ def preprocess(gray: np.ndarray, params: PreprocessParams) -> np.ndarray:
 
 
 def load_radiograph(data: bytes, params: PreprocessParams, limits: IntakeLimits) -> np.ndarray:
-    """File bytes -> model input. The single path used by training and serving alike."""
-    return preprocess(decode_grayscale(data, limits, model_draft_side(params)), params)
+    """File bytes -> model input. The single path used by training and serving alike. With a
+    budget in `limits`, waits until the decode's memory fits in it (`decode_memory`)."""
+    draft_side = model_draft_side(params)
+    with decode_memory(data, limits, draft_side):
+        return preprocess(decode_grayscale(data, limits, draft_side), params)
+
+
+@contextmanager
+def decode_memory(data: bytes, limits: IntakeLimits, draft_side: int | None) -> Iterator[None]:
+    """Hold the decode's cost (`decode_cost`) in `limits.budget` for the block, waiting for it
+    to fit; wrap what keeps the decoded film alive too. Without a budget, nothing is held."""
+    if limits.budget is None:
+        yield
+        return
+    with limits.budget.reserve(decode_cost(data, limits, draft_side)):
+        yield
 
 
 def model_draft_side(params: PreprocessParams) -> int | None:

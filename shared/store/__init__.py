@@ -19,17 +19,19 @@ Key layout, all under the configured prefix:
 
 Modules: `keys` names them, `records` reads and writes job records (one parser for both
 stores: a record this version cannot read is `CorruptRecord` on either side), `scripts` holds
-the atomic writes, `sync_store` is the worker's view, `async_store` the gateway's, and
-`announcements` the finished channel.
+the atomic writes, `sync_store` is the worker's view, `async_store` the gateway's,
+`announcements` the finished channel, and `memory` the gateway's watermark against a full Redis.
 """
 
 from shared.store.announcements import Announcement, FinishedAnnouncements
 from shared.store.async_store import AsyncStore
 from shared.store.keys import BLOB_NAMES, Keys, Lookup
+from shared.store.memory import MemorySample, MemoryWatermark
 from shared.store.records import Loaded, Write, new_job, parse_job, ttl_left
 from shared.store.sync_store import SyncStore
 
 __all__ = [
     "BLOB_NAMES", "Announcement", "AsyncStore", "FinishedAnnouncements", "Keys", "Loaded",
-    "Lookup", "SyncStore", "Write", "new_job", "parse_job", "ttl_left",
+    "Lookup", "MemorySample", "MemoryWatermark", "SyncStore", "Write", "new_job", "parse_job",
+    "ttl_left",
 ]  # fmt: skip

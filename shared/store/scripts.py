@@ -42,3 +42,14 @@ if ttl <= 0 then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
 return 1
 """
+
+# Erase a job: every key of it, and its entry in the pending index. A script rather than MULTI:
+# a full Redis (maxmemory, noeviction) refuses every command queued in MULTI, deletions too,
+# but runs a script that only deletes, so a refused submission can still be taken back and an
+# owner can still free memory.
+# KEYS: the job's keys and lookups..., pending index; ARGV: job id.
+DELETE_JOB = """
+local removed = redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
+redis.call('ZREM', KEYS[#KEYS], ARGV[1])
+return removed
+"""

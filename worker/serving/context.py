@@ -18,6 +18,7 @@ from functools import lru_cache
 from redis.exceptions import RedisError
 
 from shared.config import Settings, get_settings
+from shared.decode_budget import MEGABYTE, DecodeBudget
 from shared.imaging import IntakeLimits
 from shared.store import SyncStore
 from worker.model.runtime import ModelRuntime
@@ -84,7 +85,9 @@ def build_context(settings: Settings) -> WorkerContext:
         store=SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s),
         runtime=runtime,
         name=f"{socket.gethostname()}:{os.getpid()}",
-        limits=IntakeLimits.from_settings(settings),
+        limits=IntakeLimits.from_settings(
+            settings, DecodeBudget(settings.decode_memory_mb * MEGABYTE)
+        ),
         intake=ThreadPoolExecutor(
             max_workers=settings.intake_threads or os.cpu_count() or 1,
             thread_name_prefix="intake",

@@ -12,11 +12,16 @@ the visibility timeout. A redelivered job that is already final is skipped, and 
 are conditional, so each job gets exactly one final answer. celery-batches acknowledges a
 batch even when the task failed, so a batch that could not be finished is put back on the
 queue here, before that acknowledgement.
+
+A batch that Redis refused (full, read-only, unreachable) is handed back after a pause that
+doubles with each consecutive refusal (`StoreBackoff`), so a full Redis slows the worker down
+instead of spinning it or stopping it; the first batch that goes through resets the pause.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -36,6 +41,33 @@ log = logging.getLogger(__name__)
 # A store or broker that just failed rarely answers within a second; waiting this long between
 # tries keeps an outage from turning into a hot loop of redeliveries.
 RETRY_PAUSE_S = 1.0
+# The longest pause between refused batches; also kept under a quarter of the visibility
+# timeout, so the held messages are not restored to another worker meanwhile.
+MAX_RETRY_PAUSE_S = 30.0
+
+
+class StoreBackoff:
+    """Pauses after consecutive batches that Redis refused: 1 s, 2 s, 4 s ... up to a cap."""
+
+    def __init__(self, first_s: float = RETRY_PAUSE_S, most_s: float = MAX_RETRY_PAUSE_S):
+        self.first_s, self.most_s = first_s, most_s
+        self.refusals = 0
+        self._lock = threading.Lock()  # batches in flight share it
+
+    def refused(self, cap_s: float | None = None) -> float:
+        """Count a refusal; the pause before handing the batch back."""
+        with self._lock:
+            self.refusals += 1
+            pause = self.first_s * 2 ** min(self.refusals - 1, 16)
+        return min(pause, self.most_s, cap_s if cap_s is not None else self.most_s)
+
+    def went_through(self) -> None:
+        with self._lock:
+            self.refusals = 0
+
+
+# One per worker process: every batch sees the same Redis.
+STORE_BACKOFF = StoreBackoff()
 
 
 def register_tasks(app: Celery, settings: Settings, adaptive_batching: bool) -> None:
@@ -58,13 +90,16 @@ def predict(task: Task, requests: list[SimpleRequest]) -> None:
         log.warning("Batch of %d handed back: %s", len(job_ids), error)
         hand_back_after(0)
     except RedisError as error:
-        log.warning("Batch of %d handed back: %s: %s", len(job_ids), type(error).__name__, error)
-        hand_back_after(RETRY_PAUSE_S)
+        pause_s = STORE_BACKOFF.refused(context.settings.visibility_timeout_s / 4)
+        log.warning("Batch of %d handed back in %.0f s: %s: %s",
+                    len(job_ids), pause_s, type(error).__name__, error)  # fmt: skip
+        hand_back_after(pause_s)
     except Exception:
         # A bug or a model failure: retried like a lost worker, so `max_deliveries` bounds it.
         log.exception("Batch of %d failed", len(job_ids))
         hand_back_after(RETRY_PAUSE_S)
     else:
+        STORE_BACKOFF.went_through()
         log.info(
             "Batch of %d: %d succeeded, %d failed, %d skipped",
             len(job_ids),
@@ -122,6 +157,6 @@ def _enqueue_once(enqueue: Callable[[str], None], job_id: str) -> bool:
     try:
         enqueue(job_id)
     except OperationalError as error:
-        log.warning("Broker unreachable while handing back job %s: %s", job_id, error)
+        log.warning("Could not queue job %s again (broker down or full): %s", job_id, error)
         return False
     return True

@@ -18,6 +18,12 @@ model is cheap, that per-message bookkeeping is a visible share of what a job co
   Those messages are recorded as unacknowledged in one transaction before any of them
   reaches Celery.
 
+* **A full Redis is survived.** Erasing records is an HDEL and a ZREM without MULTI: Redis at
+  `maxmemory` refuses every command queued in a transaction, deletions too, and kombu's
+  transaction there stopped the worker. A record that cannot be written or erased (Redis
+  full, read-only, failing its disk) is logged and left to the safety nets below, never raised
+  into Celery's consumer, which treats any error it does not know as fatal.
+
 Everything else (priorities, the visibility timeout, restoring on shutdown) is kombu's. The
 worker uses this transport (`worker.serving.celery_app`); the gateway publishes with kombu's
 own. The overridden methods are private to kombu, so `pyproject.toml` pins kombu, a worker
@@ -35,8 +41,12 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import ResponseError
 
 log = logging.getLogger(__name__)
+# After a failed erasure, acknowledgements gather for this long before the next try, so a
+# refusing Redis gets a write a second, not one per turn of the event loop.
+ACK_RETRY_PAUSE_S = 1.0
 BLMPOP = "BLMPOP"
 FIRST_REDIS_WITH_BLMPOP = (7, 0)
 # A backlog is taken this many messages at a time at most, whatever the prefetch limit, so one
@@ -72,23 +82,28 @@ class QoS(kombu_redis.QoS):
         super().__init__(*args, **kwargs)
         self._recorded: set[str] = set()  # recorded by `record_unacked`, not yet delivered
         self._acknowledged: list[str] = []  # acknowledged, not yet written (`write_acks`)
+        self._next_ack_write = 0.0  # monotonic time; later after a failed erasure
 
     def record_unacked(self, payloads: list[dict]) -> None:
-        """What `append` writes for each message, for all of `payloads` at once. If Redis
-        fails here, the popped messages are lost, as kombu loses one when its `append` fails;
-        their jobs are still pending, and the pending-job sweeper queues them again
-        (`worker.serving.recovery`)."""
+        """What `append` writes for each message, for all of `payloads` at once. If Redis is
+        unreachable here, the popped messages are lost, as kombu loses one when its `append`
+        fails; their jobs are still pending, and the pending-job sweeper queues them again
+        (`worker.serving.recovery`). If Redis refuses the write (full), the messages are
+        delivered anyway, unrecorded, with the same safety net if this worker dies."""
         entries = {}
         for payload in payloads:
             properties = payload["properties"]
             delivery = properties["delivery_info"]
             entry = [payload, delivery["exchange"], delivery["routing_key"]]
             entries[properties["delivery_tag"]] = dumps(entry)
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, dict.fromkeys(entries, time.time()))
-            pipe.hset(self.unacked_key, mapping=entries)
-            pipe.execute()
-        self._recorded.update(entries)
+        try:
+            with self.pipe_or_acquire() as pipe:
+                pipe.zadd(self.unacked_index_key, dict.fromkeys(entries, time.time()))
+                pipe.hset(self.unacked_key, mapping=entries)
+                pipe.execute()
+        except ResponseError as error:
+            log.warning("Delivering %d messages unrecorded: %s", len(entries), error)
+        self._recorded.update(entries)  # either way, `append` writes nothing more for them
 
     def forget_undelivered(self) -> None:
         """Erase the records of messages no acknowledging consumer took (a `no_ack` consumer
@@ -101,30 +116,46 @@ class QoS(kombu_redis.QoS):
         if delivery_tag in self._recorded:
             self._recorded.discard(delivery_tag)
             virtual.QoS.append(self, message, delivery_tag)  # in memory only
-        else:
+            return
+        try:
             super().append(message, delivery_tag)
+        except ResponseError as error:  # refused (Redis full): delivered unrecorded
+            log.warning("Delivering message %s unrecorded: %s", delivery_tag, error)
+            virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         if self.channel.connection.writes_acks_each_turn:
             self._acknowledged.append(delivery_tag)
         else:  # no event loop to write them (a plain `drain_events` consumer): at once
-            super().ack(delivery_tag)
+            self._erase_records([delivery_tag])
+            virtual.QoS.ack(self, delivery_tag)
 
     def write_acks(self) -> None:
-        """Erase the records of every message acknowledged since the last call. A Redis error
-        propagates: Celery then reconnects, and the channel's close restores what it still
-        holds, these messages included (redelivered, then skipped as already final)."""
-        if not self._acknowledged:
+        """Erase the records of every message acknowledged since the last call. A lost
+        connection propagates: Celery then reconnects, and the channel's close restores what it
+        still holds, these messages included (redelivered, then skipped as already final). A
+        refused erasure is tried again after a pause; meanwhile the messages keep their
+        prefetch slots, so a worker whose Redis refuses writes stops fetching more."""
+        if not self._acknowledged or time.monotonic() < self._next_ack_write:
             return
         tags, self._acknowledged = self._acknowledged, []
-        self._erase_records(tags)
+        try:
+            self._erase_records(tags)
+        except ResponseError as error:
+            log.warning("Could not erase %d delivery records, retrying: %s", len(tags), error)
+            self._acknowledged = tags + self._acknowledged
+            self._next_ack_write = time.monotonic() + ACK_RETRY_PAUSE_S
+            return
         for tag in tags:
             virtual.QoS.ack(self, tag)  # frees the prefetch slot
 
     def _erase_records(self, tags: list[str]) -> None:
-        """kombu's `_remove_from_indices`, for many tags in one transaction."""
-        with self.pipe_or_acquire() as pipe:
-            pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
+        """kombu's `_remove_from_indices`, for many tags in one round trip. Not a transaction:
+        a full Redis refuses MULTI, and the record goes before its index entry, so a
+        connection lost in between leaves an index entry whose restore finds nothing."""
+        with self.channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.hdel(self.unacked_key, *tags).zrem(self.unacked_index_key, *tags).execute()
 
 
 class Channel(kombu_redis.Channel):
