@@ -6,17 +6,26 @@ CPU as the model itself on a CPU worker (bench/RESULTS.md), and many clients nev
 them (triage lists, the seed's `POST /predict` callers who only read the label); here it is
 paid once per picture actually requested, by a gateway that scales out more cheaply than
 model workers do.
+
+Pictures are drawn on the film's display copy at its own aspect ratio, the map carried back
+through the preprocessing that made the model input (`shared.geometry`). A job stored without
+a display copy or a placement (by an older gateway or a tool) gets them drawn on the model
+input instead, as before.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from shared.display import DISPLAY_MEDIA_TYPE, decode_display
 from shared.errors import PictureExpired
+from shared.geometry import Placement
 from shared.handoff import input_pixels, unpack_map
 from shared.imaging import encode_png
-from shared.overlay import blend, colourise
+from shared.overlay import blend, colourise, film_heatmap, film_overlay
 from shared.schemas import Job
 from shared.store import AsyncStore
 
@@ -25,12 +34,10 @@ PICTURES = ("overlay", "heatmap")
 
 async def picture(store: AsyncStore, job: Job, name: str) -> bytes:
     """`name` (overlay or heatmap) of a succeeded job as PNG bytes."""
-    kept, stored_input, stored_map = await store.blobs(job.job_id, (name, "input", "cam"))
+    kept, *sources = await store.blobs(job.job_id, (name, *SOURCES))
     if kept is not None:
         return kept
-    if stored_input is None or stored_map is None:
-        raise _expired(job, name)
-    png = await run_in_threadpool(_render, name, stored_input, stored_map)
+    png = await run_in_threadpool(_render, name, _Sources(*sources))
     if png is None:
         raise _expired(job, name)
     await store.keep_blob(job.job_id, name, png)
@@ -46,9 +53,40 @@ async def model_input(store: AsyncStore, job: Job) -> bytes:
     return await run_in_threadpool(encode_png, pixels)
 
 
-def _render(name: str, stored_input: bytes, stored_map: bytes) -> bytes | None:
-    pixels, cam = input_pixels(stored_input), unpack_map(stored_map)
-    if pixels is None or cam is None:
+async def film(store: AsyncStore, job: Job) -> tuple[bytes, str]:
+    """The display copy of the film (`shared.display`) and its media type; the model input as
+    a PNG for a job stored without one."""
+    display = await store.blob(job.job_id, "display")
+    if display is not None:
+        return display, DISPLAY_MEDIA_TYPE
+    return await model_input(store, job), "image/png"
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What a picture is drawn from, as stored (None where missing)."""
+
+    input: bytes | None
+    cam: bytes | None
+    display: bytes | None
+    placement: bytes | None
+
+
+SOURCES = tuple(each.name for each in fields(_Sources))
+
+
+def _render(name: str, sources: _Sources) -> bytes | None:
+    cam = unpack_map(sources.cam) if sources.cam is not None else None
+    if cam is None:
+        return None
+    film_pixels = decode_display(sources.display)
+    placement = Placement.from_bytes(sources.placement)
+    if film_pixels is not None and placement is not None:
+        if name == "overlay":
+            return encode_png(film_overlay(film_pixels, cam, placement))
+        return encode_png(film_heatmap(cam, placement, film_pixels.shape))
+    pixels = input_pixels(sources.input) if sources.input is not None else None
+    if pixels is None:
         return None
     drawing: np.ndarray = blend(pixels, cam) if name == "overlay" else colourise(cam, len(pixels))
     return encode_png(drawing)

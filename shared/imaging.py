@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import ExifTags, Image
@@ -65,6 +65,10 @@ class PreprocessParams(BaseModel):
     max_trim_fraction: float = Field(0.2, ge=0, lt=0.5)
     interpolation: str = "bilinear"
     jpeg_draft: bool = True
+    # How a non-square film becomes the square input: stretched ("squash", what every artifact
+    # made before this field existed was trained on, so a card without it means squash), or
+    # scaled to fit and padded with black ("letterbox"), keeping the anatomy's proportions.
+    fit: Literal["squash", "letterbox"] = "squash"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def decode_grayscale(
 class AcceptedUpload:
     stored: bytes  # what to keep: the upload itself, or a DICOM's pixels without its tags
     model_input: np.ndarray | None  # the model's input, when the caller knew the preprocessing
+    decoded: np.ndarray | None = None  # the decode both came from (`shared.display`, `.geometry`)
 
 
 def accept_upload(
@@ -131,7 +136,8 @@ def accept_upload(
     """
     gray = decode_grayscale(data, limits, intake_draft_side(params, draft_side))
     stored = encode_png(gray) if sniff_format(data) == "dicom" else data
-    return AcceptedUpload(stored, preprocess(gray, params) if params is not None else None)
+    model_input = preprocess(gray, params) if params is not None else None
+    return AcceptedUpload(stored, model_input, gray)
 
 
 def decode_cost(data: bytes, limits: IntakeLimits, draft_side: int | None = None) -> int:
@@ -314,12 +320,33 @@ RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BO
 
 
 def preprocess(gray: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """Decoded grayscale -> the model's (size, size) uint8 input."""
+    """Decoded grayscale -> the model's (size, size) uint8 input. `shared.geometry` follows
+    these steps to carry maps back onto the film and the audit to carry masks onto the input."""
     if params.trim_borders:
         gray = trim_flat_borders(gray, params.max_trim_fraction)
     size = params.image_size
-    resized = Image.fromarray(gray).resize((size, size), RESAMPLING[params.interpolation])
-    return np.asarray(resized, dtype=np.uint8)
+    top, left, height, width = content_rectangle(gray.shape, params)
+    resized = Image.fromarray(gray).resize((width, height), RESAMPLING[params.interpolation])
+    if (height, width) == (size, size):
+        return np.asarray(resized, dtype=np.uint8)
+    square = np.zeros((size, size), dtype=np.uint8)  # black: the colour of air on a film
+    square[top : top + height, left : left + width] = np.asarray(resized, dtype=np.uint8)
+    return square
+
+
+def content_rectangle(
+    trimmed_shape: tuple[int, ...], params: PreprocessParams
+) -> tuple[int, int, int, int]:
+    """Where the trimmed film lands in the model input: top, left, height, width in pixels.
+    Squash fills the square; letterbox scales the long side to fit and centres the short one."""
+    size = params.image_size
+    if params.fit == "squash":
+        return 0, 0, size, size
+    rows, columns = trimmed_shape[:2]
+    scale = size / max(rows, columns)
+    height = min(size, max(1, round(rows * scale)))
+    width = min(size, max(1, round(columns * scale)))
+    return (size - height) // 2, (size - width) // 2, height, width
 
 
 def load_radiograph(data: bytes, params: PreprocessParams, limits: IntakeLimits) -> np.ndarray:

@@ -1,9 +1,14 @@
-"""Rendering explanation maps as pictures: uint8 arrays in and out; no files, no pyplot."""
+"""Rendering explanation maps as pictures: uint8 arrays in and out; no files, no pyplot.
+
+On the model input (`colourise`, `blend`: the audit's figures, and pictures of jobs that have
+no film copy) or on the film itself (`film_heatmap`, `film_overlay`: `shared.geometry`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from shared.geometry import Placement, map_on_film
 
 OVERLAY_ALPHA = 0.45
 
@@ -36,3 +41,23 @@ def blend(radiograph: np.ndarray, cam: np.ndarray, alpha: float = OVERLAY_ALPHA)
     gray = np.repeat(radiograph[..., None].astype(np.float32), 3, axis=2)
     mixed = (1.0 - alpha) * gray + alpha * colourise(cam, size).astype(np.float32)
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def film_heatmap(cam: np.ndarray, placement: Placement, film_shape: tuple[int, int]) -> np.ndarray:
+    """The heatmap at the film's own size: (H, W, 4) uint8, transparent where the model saw
+    nothing (trimmed borders), so it can lie over the film picture as it is."""
+    values, seen = map_on_film(cam, placement, film_shape)
+    alpha = np.where(seen, 255, 0).astype(np.uint8)
+    return np.dstack([JET[np.rint(values * 255).astype(np.uint8)], alpha])
+
+
+def film_overlay(
+    film: np.ndarray, cam: np.ndarray, placement: Placement, alpha: float = OVERLAY_ALPHA
+) -> np.ndarray:
+    """Heatmap over the film picture (uint8 grayscale): (H, W, 3) uint8; the film shows plain
+    where the model saw nothing."""
+    values, seen = map_on_film(cam, placement, film.shape)
+    gray = np.repeat(film[..., None].astype(np.float32), 3, axis=2)
+    colours = JET[np.rint(values * 255).astype(np.uint8)].astype(np.float32)
+    weight = np.where(seen, alpha, 0.0)[..., None]
+    return np.clip(np.rint((1.0 - weight) * gray + weight * colours), 0, 255).astype(np.uint8)

@@ -231,14 +231,15 @@
   async function loadPictures(item, job) {
     const node = item.node;
     const base = `/v1/jobs/${job.job_id}`;
-    const [input, heatmap, overlay] = await Promise.allSettled(
-      ["input", "heatmap", "overlay"].map((name) => Pneumo.objectUrl(`${base}/${name}.png`)));
-    showOriginal(item, input.status === "fulfilled" ? input.value : null);
+    // The film copy at its own aspect ratio: the heatmap is drawn on it pixel for pixel.
+    const [film, heatmap, overlay] = await Promise.allSettled(
+      [`${base}/film`, `${base}/heatmap.png`, `${base}/overlay.png`].map((path) => Pneumo.objectUrl(path)));
+    showOriginal(item, film.status === "fulfilled" ? film.value : null);
     const inputImage = node.querySelector(".image-input");
     const heatmapImage = node.querySelector(".image-heatmap");
-    // Without the model input, the server's blended overlay is the best underlay there is.
-    setImage(item, inputImage, input.status === "fulfilled" ? input.value : overlay.value,
-      `${item.file.name} as the model saw it`);
+    // Without the film, the server's blended overlay is the best underlay there is.
+    setImage(item, inputImage, film.status === "fulfilled" ? film.value : overlay.value,
+      `${item.file.name} under its heatmap`);
     if (heatmap.status === "fulfilled") setImage(item, heatmapImage, heatmap.value, "Grad-CAM heatmap");
     if (overlay.status === "fulfilled") {
       const link = node.querySelector(".overlay-link");

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # upload: as sent (a DICOM without its tags), kept only until the job is final; input and
-# cam: `shared.handoff`; heatmap and overlay: PNGs, drawn by the gateway on first request.
-BLOB_NAMES = ("upload", "input", "cam", "heatmap", "overlay")
+# cam: `shared.handoff`; display: the film's pixels for pictures (`shared.display`), and
+# placement: where the input came from on it (`shared.geometry`), both kept until the job
+# expires; heatmap and overlay: PNGs, drawn by the gateway on first request.
+BLOB_NAMES = ("upload", "input", "cam", "display", "placement", "heatmap", "overlay")
 
 
 @dataclass(frozen=True)

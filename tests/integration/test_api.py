@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.support.images import declared_huge_png, phantom_jpeg, phantom_png
+from tests.support.images import declared_huge_png, encode, phantom, phantom_jpeg, phantom_png
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +47,28 @@ def test_submit_poll_and_fetch_pictures(api: TestClient) -> None:
     assert result["model"]["synthetic"] is True and len(result["model"]["sha256"]) == 64
     explanation = done["explanation"]
     assert explanation["target"] == result["label"] and explanation["layer"] == "last_conv"
-    for url in (explanation["overlay_url"], explanation["heatmap_url"]):
+    # Drawn on the film (256 px), not on the 64 px model input; the heatmap is see-through
+    # where the model saw nothing.
+    for url, channels in ((explanation["overlay_url"], 3), (explanation["heatmap_url"], 4)):
         picture = api.get(url)
         assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
-        assert png_pixels(picture.content).shape == (64, 64, 3)
+        assert png_pixels(picture.content).shape == (256, 256, channels)
     assert set(done["timings_ms"]) >= {"decode", "model"}
+
+
+def test_pictures_of_a_non_square_film_have_its_aspect_ratio(api: TestClient) -> None:
+    """A 200 x 256 film: overlay, heatmap and the film copy all 200 x 256; input.png stays the
+    model's square input."""
+    film = phantom(seed=8, pneumonia=True).image[28:228]
+    done = wait(api, submit(api, encode(Image.fromarray(film), "PNG"))["job_id"])
+    assert done["status"] == "succeeded", done
+    base = f"/v1/jobs/{done['job_id']}"
+    for name in ("overlay.png", "heatmap.png", "film"):
+        response = api.get(f"{base}/{name}")
+        assert response.status_code == 200, (name, response.text)
+        assert png_pixels(response.content).shape[:2] == film.shape
+    assert api.get(f"{base}/film").headers["content-type"] == "image/jpeg"
+    assert png_pixels(api.get(f"{base}/input.png").content).shape == (64, 64)
 
 
 def test_jpeg_and_each_explanation_method(api: TestClient) -> None:

@@ -130,14 +130,15 @@ def test_the_box_is_exactly_what_trimming_keeps(artifact: str | None) -> None:
         )
 
 
+@pytest.mark.parametrize("fit", ["squash", "letterbox"])
 @pytest.mark.parametrize("trim", [True, False])
-def test_a_mask_lands_where_its_pixels_land(trim: bool) -> None:
+def test_a_mask_lands_where_its_pixels_land(trim: bool, fit: str) -> None:
     """Paint a bright square, preprocess the film, move the square's mask: they coincide."""
     gray = np.minimum(padded_film(), 150)  # so that only the square is brighter than 200
     mask = np.zeros(gray.shape, bool)
     mask[50:80, 40:70] = True
     gray[mask] = 255
-    params = PreprocessParams(image_size=64, trim_borders=trim)
+    params = PreprocessParams(image_size=64, trim_borders=trim, fit=fit)
     moved = transform_mask(mask, gray.shape, preprocess_box(gray, params), params)
     bright = preprocess(gray, params) > 200
     assert moved.shape == (64, 64)

@@ -1,8 +1,9 @@
 """Ground-truth masks through the same geometry as their images: border trim, then resize.
 
 `shared.imaging.preprocess` may cut flat padding off each edge and always resizes to the model's
-input size, so a lung or lesion mask drawn on the original film no longer lines up with the
-model input unless it is cropped and resized exactly like the pixels. The audit scores maps on
+input size (stretched, or letterboxed: scaled to fit and padded), so a lung or lesion mask drawn
+on the original film no longer lines up with the model input unless it is cropped, resized and
+placed exactly like the pixels. The audit scores maps on
 model-input coordinates; this module is the only place that moves masks there.
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from shared import imaging
-from shared.imaging import RESAMPLING, PreprocessParams
+from shared.imaging import RESAMPLING, PreprocessParams, content_rectangle
 
 MASK_THRESHOLD = 0.5  # a resized mask pixel counts as inside when over half its area was
 
@@ -63,8 +64,14 @@ def transform_mask(
     resolution. The crop is the image's crop, and the resize uses the image's interpolation on
     the mask as a float, thresholded at one half, so the mask's edge lands where the image's does.
     """
+    # The rectangle comes from the image's own trimmed shape, as in `preprocess`: the mask's
+    # may round differently at another resolution.
+    top, left, height, width = content_rectangle(
+        (box.bottom - box.top, box.right - box.left), params
+    )
     box = scale_box(box, gray_shape, mask.shape)
     cropped = mask[box.top : box.bottom, box.left : box.right].astype(np.float32)
-    size = params.image_size
-    resized = Image.fromarray(cropped).resize((size, size), RESAMPLING[params.interpolation])
-    return np.asarray(resized) > MASK_THRESHOLD
+    resized = Image.fromarray(cropped).resize((width, height), RESAMPLING[params.interpolation])
+    placed = np.zeros((params.image_size, params.image_size), dtype=bool)
+    placed[top : top + height, left : left + width] = np.asarray(resized) > MASK_THRESHOLD
+    return placed

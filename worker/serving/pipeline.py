@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.errors import AppError, CorruptImage, CorruptRecord, UploadMissing, WorkerLost
+from shared.geometry import placement_of
 from shared.handoff import pack_input, pack_map, unpack_input
-from shared.imaging import IntakeLimits, load_radiograph
+from shared.imaging import IntakeLimits, decode_grayscale, model_draft_side, preprocess
 from shared.schemas import Explanation, Job, JobError, JobStatus, Result, blob_url, utc_now
 from shared.store import SyncStore, Write, new_job
 from worker.model.runtime import ModelRuntime, Prediction
@@ -126,6 +127,7 @@ def _compute(
         if prepared.decoded_here:  # the gateway's pictures are drawn on the input the model saw
             job.timings_ms["decode"] = prepared.decode_ms
             blobs[job.job_id]["input"] = pack_input(prepared.pixels, runtime.card.preprocessing)
+            blobs[job.job_id]["placement"] = prepared.placement
         _succeed(job, prediction, runtime)
     return blobs
 
@@ -135,6 +137,7 @@ class _Input:
     pixels: np.ndarray
     decoded_here: bool
     decode_ms: float = 0.0
+    placement: bytes = b""  # where the pixels came from on the film, when decoded here
 
 
 def _prepare_inputs(
@@ -160,7 +163,7 @@ def _prepare_inputs(
     started = time.perf_counter()
     uploads = store.load_blobs([job.job_id for job in to_decode], "upload")
 
-    def decode_one(pair: tuple[Job, bytes | None]) -> np.ndarray | AppError:
+    def decode_one(pair: tuple[Job, bytes | None]) -> tuple[np.ndarray, bytes] | AppError:
         try:
             return _decode(*pair, runtime, limits)
         except AppError as error:
@@ -172,15 +175,21 @@ def _prepare_inputs(
         if isinstance(result, AppError):
             _fail(job, result)
         else:
-            inputs[job.job_id] = _Input(result, decoded_here=True, decode_ms=decode_ms)
+            pixels, placement = result
+            inputs[job.job_id] = _Input(pixels, True, decode_ms, placement)
     return inputs
 
 
-def _decode(job: Job, upload: bytes | None, runtime: ModelRuntime, limits: IntakeLimits):
+def _decode(
+    job: Job, upload: bytes | None, runtime: ModelRuntime, limits: IntakeLimits
+) -> tuple[np.ndarray, bytes]:
+    """`load_radiograph`'s pixels, and their placement on the film for the gateway's pictures."""
     if upload is None:
         raise UploadMissing("The uploaded image expired before it was processed.")
+    params = runtime.card.preprocessing
     try:
-        return load_radiograph(upload, runtime.card.preprocessing, limits)
+        gray = decode_grayscale(upload, limits, model_draft_side(params))
+        return preprocess(gray, params), placement_of(gray, params).to_bytes()
     except AppError:
         raise
     except Exception as error:
