@@ -4,7 +4,7 @@ on, kept from intake until the job expires.
 Pixels only, never the file as sent: a DICOM's tags (names, ids, dates) never reach it, and a
 JPEG's EXIF is gone too. Grayscale at the film's own aspect ratio, the long side at most
 `Settings.display_max_side` and never upscaled; JPEG at quality 85, which keeps a typical
-1,000-2,000 px film at a fraction of the upload's weight (docs/operations.md has the figures).
+1,000-2,000 px film at a fraction of the upload's weight (measured: docs/operations.md).
 """
 
 from __future__ import annotations
