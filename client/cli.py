@@ -27,7 +27,7 @@ from rich.table import Table
 from client.api import AsyncClient, Client, ClientError
 from client.commands import register_installed_commands
 from client.submission import Row, RunOptions, collect_files, submit_all, write_results
-from shared.schemas import Job
+from shared.schemas import OUT_OF_DISTRIBUTION_MESSAGE, Job
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -131,11 +131,10 @@ def print_rows(rows: list[Row], output_format: OutputFormat) -> None:
         typer.echo(json.dumps([row.as_dict() for row in rows], indent=2))
     elif output_format is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["file", "status", "label", "probability", "job_id", "error"])
+        writer.writerow(["file", "status", "assessment", "label", "probability", "job_id", "error"])
         for row in rows:
-            writer.writerow(
-                [row.file, row.status, row.label, row.probability or "", row.job_id, row.error]
-            )
+            writer.writerow([row.file, row.status, row.assessment, row.label,
+                             row.probability or "", row.job_id, row.error])  # fmt: skip
     else:
         Console().print(summary_table(rows))
         messages.print(summary_line(rows))
@@ -149,13 +148,25 @@ def summary_table(rows: list[Row]) -> Table:
     for row in rows:
         probability = "" if row.probability is None else f"{row.probability:.3f}"
         status = row.status if not row.error else f"{row.status}\n[dim]{row.error}[/dim]"
-        table.add_row(row.file, status, row.label, probability, row.job_id)
+        table.add_row(row.file, status, label_cell(row.label, row.assessment), probability,
+                      row.job_id)  # fmt: skip
     return table
+
+
+def label_cell(label: str, assessment: str) -> str:
+    """An out-of-distribution answer leads with the warning; its label follows, dimmed."""
+    if assessment != "out_of_distribution":
+        return label
+    return f"[bold yellow]{OUT_OF_DISTRIBUTION_MESSAGE}[/bold yellow]\n[dim](label {label})[/dim]"
 
 
 def summary_line(rows: list[Row]) -> str:
     statuses = Counter(row.status for row in rows)
-    labels = Counter(row.label for row in rows if row.label)
+    labels = Counter(
+        "out of distribution" if row.assessment == "out_of_distribution" else row.label
+        for row in rows
+        if row.label
+    )
     parts = [f"{count} {status}" for status, count in sorted(statuses.items())]
     parts += [f"{count} {label}" for label, count in sorted(labels.items())]
     return f"{len(rows)} files: " + ", ".join(parts)
@@ -185,9 +196,16 @@ def job_table(job: Job) -> Table:
     table.add_row("status", job.status.value)
     if job.result:
         model = job.result.model
+        if not job.result.reliable:
+            table.add_row("assessment", f"[bold yellow]{OUT_OF_DISTRIBUTION_MESSAGE}[/bold yellow]")
+        else:
+            table.add_row("assessment", job.result.assessment)
         table.add_row("label", job.result.label)
         table.add_row("P(pneumonia)", f"{job.result.probability:.4f}")
         table.add_row("threshold", f"{job.result.threshold:.4f}")
+        if job.result.ood:
+            ood = job.result.ood
+            table.add_row("OOD score", f"{ood.score:.3f} (flagged above {ood.threshold:.3f})")
         synthetic = " (synthetic demo: not for diagnosis)" if model.synthetic else ""
         table.add_row("model", f"{model.name} {model.version}{synthetic}")
     if job.explanation:

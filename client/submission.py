@@ -32,6 +32,7 @@ class Row:
     job_id: str = ""
     label: str = ""
     probability: float | None = None
+    assessment: str = ""  # in_distribution, out_of_distribution or not_assessed
     error: str = ""
     job: Job | None = field(default=None, repr=False)
 
@@ -43,12 +44,13 @@ class Row:
         self.job, self.job_id, self.status = job, job.job_id, job.status.value
         if job.result:
             self.label, self.probability = job.result.label, round(job.result.probability, 4)
+            self.assessment = job.result.assessment
         if job.error:
             self.error = f"{job.error.code}: {job.error.message}"
 
     def as_dict(self, with_job: bool = True) -> dict[str, Any]:
         fields = {key: getattr(self, key) for key in ("file", "status", "job_id", "label")}
-        fields.update(probability=self.probability, error=self.error)
+        fields.update(probability=self.probability, assessment=self.assessment, error=self.error)
         if with_job:
             fields["job"] = self.job.model_dump(mode="json") if self.job else None
         return fields

@@ -52,6 +52,28 @@ class Calibration(BaseModel):
         return (calibrated_logit - self.intercept) / self.slope
 
 
+class OodChoice(BaseModel):
+    """The out-of-distribution gate served with the model (statistics in `file`)."""
+
+    method: str = Field(description="The score served: mahalanobis or feature_norm.")
+    threshold: float = Field(description="Scores above this are flagged out_of_distribution.")
+    file: str = Field("ood.npz", description="Training-set statistics, beside model.keras.")
+    sha256: str = ""
+    rule: str = ""
+    validation_false_flag_rate: float = Field(
+        description="Share of validation images the gate flags (in-distribution, so all false)."
+    )
+    benchmark_detection_rate: float | None = Field(
+        None, description="Share of the foreign-input benchmark flagged, all categories pooled."
+    )
+    benchmark: dict[str, Any] = Field(
+        default_factory=dict, description="Flag rate per benchmark category and where measured."
+    )
+    candidates: dict[str, Any] = Field(
+        default_factory=dict, description="Every method measured, and why this one was chosen."
+    )
+
+
 class ModelCard(BaseModel):
     name: str
     version: str
@@ -65,6 +87,9 @@ class ModelCard(BaseModel):
     last_conv_layer: str = "last_conv"
     threshold: ThresholdChoice = Field(default_factory=ThresholdChoice)
     calibration: Calibration = Field(default_factory=Calibration)
+    ood: OodChoice | None = Field(
+        None, description="The out-of-distribution gate; None for artifacts made before it."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)

@@ -11,6 +11,7 @@
     waiting: "Waiting", uploading: "Uploading", queued: "Queued", running: "Analysing",
     succeeded: "Done", failed: "Failed",
   };
+  const OOD_MESSAGE = "This image does not resemble the model's training data — no reliable answer";
   const METHOD_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", hirescam: "HiResCAM" };
 
   const page = {};
@@ -200,17 +201,31 @@
     if (result.model.synthetic) Pneumo.showSyntheticBanner();
     setState(item, "succeeded");
     item.node.querySelector(".result-body").hidden = false;
-    announce(`${item.file.name}: ${result.label}, probability of pneumonia ${Pneumo.formatNumber(result.probability, 2)}.`);
+    announce(result.assessment === "out_of_distribution"
+      ? `${item.file.name}: ${OOD_MESSAGE}.`
+      : `${item.file.name}: ${result.label}, probability of pneumonia ${Pneumo.formatNumber(result.probability, 2)}.`);
     await loadPictures(item, job);
   }
 
   function fillVerdict(node, result, explanation) {
     const pneumonia = result.label === "PNEUMONIA";
-    node.querySelector(".verdict").dataset.label = result.label;
-    node.querySelector(".label-text").textContent = result.label;
-    node.querySelector(".verdict-rule").textContent = pneumonia
-      ? "At or above the decision threshold: prioritise for review."
-      : "Below the decision threshold.";
+    const foreign = result.assessment === "out_of_distribution";
+    const verdict = node.querySelector(".verdict");
+    verdict.dataset.label = result.label;
+    verdict.dataset.assessment = result.assessment || "not_assessed";
+    // A flagged image leads with the warning; its label stays visible, for the record only.
+    const warning = node.querySelector(".ood-warning");
+    warning.hidden = !foreign;
+    warning.textContent = foreign ? OOD_MESSAGE : "";
+    node.querySelector(".label-text").textContent = foreign ? `For the record only: ${result.label}` : result.label;
+    node.querySelector(".verdict-rule").textContent = foreign
+      ? "The model was not made for images like this one; its label and probability must not be relied on."
+      : pneumonia
+        ? "At or above the decision threshold: prioritise for review."
+        : "Below the decision threshold.";
+    setFact(node, "ood", result.ood
+      ? `${Pneumo.formatNumber(result.ood.score, 2)} (flagged above ${Pneumo.formatNumber(result.ood.threshold, 2)})`
+      : "not assessed (the model has no gate)");
     setFact(node, "probability", Pneumo.formatNumber(result.probability));
     setFact(node, "threshold", Pneumo.formatNumber(result.threshold));
     setFact(node, "confidence", `${(result.confidence * 100).toFixed(1)}%`);

@@ -205,3 +205,47 @@ def test_evaluate_command_writes_report_and_records_metrics_in_card(
     card = ModelCard.model_validate_json((model_dir / "model.json").read_text())
     assert card.metrics["test"]["roc_auc"]["value"] >= 0.9
     assert card.sha256 == trained[1].sha256  # recording metrics leaves the weights alone
+
+
+def test_training_fits_an_ood_gate_with_at_most_five_percent_validation_false_flags(
+    trained,
+) -> None:
+    model_dir, card, dataset, _ = trained
+    gate = card.ood
+    assert gate is not None and gate.method in ("mahalanobis", "feature_norm")
+    assert gate.validation_false_flag_rate <= 0.05
+    assert set(gate.candidates["measured"]) == {"mahalanobis", "feature_norm"}
+    assert (model_dir / gate.file).is_file() and len(gate.sha256) == 64
+    # The worker's runtime reaches the same false-flag rate on the same validation images.
+    runtime = ModelRuntime.from_directory(model_dir)
+    served = runtime.predict(dataset.splits["val"].images)
+    flagged = [prediction.ood.flagged for prediction in served if prediction.ood is not None]
+    assert len(flagged) == len(served)
+    assert np.mean(flagged) == pytest.approx(gate.validation_false_flag_rate, abs=0.03)
+
+
+def test_ood_benchmark_flags_foreign_inputs_and_spares_held_out_phantoms(evaluation) -> None:
+    report = evaluation.summary["ood"]
+    assert report["in_distribution"]["images"] >= 140
+    assert report["in_distribution"]["flag_rate"] <= 0.10, report["in_distribution"]
+    assert report["foreign"]["flag_rate"] >= 0.95, report["categories"]
+    assert set(report["categories"]) == {
+        "natural_images", "text_documents", "noise", "gradients", "inverted_films",
+        "rotated_films", "cropped_views", "lateral_views", "unseen_style_phantoms",
+    }  # fmt: skip
+    for name, category in report["categories"].items():
+        assert category["images"] >= 20
+        assert category["flag_rate"] >= 0.8, (name, category)
+
+
+def test_a_tampered_ood_file_is_refused(trained, tmp_path: Path) -> None:
+    import shutil
+
+    from worker.model.artifact import ArtifactError
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained[0], copy)
+    with (copy / "ood.npz").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match="ood.npz"):
+        ModelRuntime.from_directory(copy)

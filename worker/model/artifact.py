@@ -1,4 +1,5 @@
-"""A model artifact is a directory: `model.keras` + `model.json` (the card). Nothing else."""
+"""A model artifact is a directory: `model.keras`, `model.json` (the card) and, for models made
+since the out-of-distribution gate, `ood.npz` (its training-set statistics). Nothing else."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import keras
 
 from shared.model_card import ModelCard
+from worker.model.ood import OodGate, OodStatistics, load_statistics, save_statistics
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model.json"
@@ -38,10 +40,21 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_artifact(model: keras.Model, card: ModelCard, directory: Path) -> ModelCard:
-    """Write weights, then the card with their checksum; returns the card as written."""
+def save_artifact(
+    model: keras.Model, card: ModelCard, directory: Path, ood: OodStatistics | None = None
+) -> ModelCard:
+    """Write weights (and OOD statistics), then the card with their checksums; returns the card
+    as written. A card that names an OOD gate must come with its statistics."""
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
+    if (ood is None) != (card.ood is None):
+        raise ArtifactError("A card's OOD gate and its statistics go together.")
+    if ood is not None and card.ood is not None:
+        ood_path = save_statistics(ood, directory)
+        card = card.model_copy(
+            update={"ood": card.ood.model_copy(update={"file": ood_path.name,
+                                                       "sha256": file_sha256(ood_path)})}
+        )  # fmt: skip
     card = card.model_copy(
         update={
             "sha256": file_sha256(directory / MODEL_FILE),
@@ -74,3 +87,16 @@ def load_artifact(directory: Path) -> tuple[keras.Model, ModelCard]:
     if card.sha256 and actual != card.sha256:
         raise ArtifactError(f"{weights} has sha256 {actual}, but {CARD_FILE} says {card.sha256}.")
     return keras.saving.load_model(weights, compile=False), card
+
+
+def load_ood_gate(directory: Path, card: ModelCard) -> OodGate | None:
+    """The card's OOD gate with its verified statistics; None for artifacts made before it."""
+    if card.ood is None:
+        return None
+    path = directory / card.ood.file
+    if not path.is_file():
+        raise ArtifactError(f"{CARD_FILE} names an OOD gate, but {path} is missing.")
+    actual = file_sha256(path)
+    if card.ood.sha256 and actual != card.ood.sha256:
+        raise ArtifactError(f"{path} has sha256 {actual}, but {CARD_FILE} says {card.ood.sha256}.")
+    return OodGate(load_statistics(path), card.ood.method, card.ood.threshold)

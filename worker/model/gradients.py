@@ -1,4 +1,5 @@
-"""The only backend-specific code: one compiled call returning logits and explanation maps.
+"""The only backend-specific code: one compiled call returning logits, explanation maps and the
+pooled features the out-of-distribution score reads (`worker.model.ood`).
 
 Grad-CAM explains the logit of the class returned for each image: +logit where the prediction
 is PNEUMONIA, -logit where it is NORMAL. The sigmoid is never differentiated, because its
@@ -14,8 +15,8 @@ import numpy as np
 
 from worker.model.gradcam import all_maps
 
-# images (B, S, S, 1) uint8, logit threshold -> (logits (B,), maps (B, M, h, w))
-Explainer = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]
+# images (B, S, S, 1) uint8, logit threshold -> (logits (B,), maps (B, M, h, w), pooled (B, C))
+Explainer = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
 # Called with the batch size each time the backend traces a new program (None: any size).
 TraceListener = Callable[[int | None], None]
 
@@ -54,11 +55,12 @@ def _tensorflow_explainer(features, head, jit_compile: bool, on_trace: TraceList
             signs = tf.stop_gradient(tf.where(logits >= logit_threshold, 1.0, -1.0))
             explained = tf.reduce_sum(logits * signs)
         gradients = tape.gradient(explained, feature_maps)
-        return logits, all_maps(feature_maps, gradients)
+        pooled = tf.reduce_mean(tf.cast(feature_maps, tf.float32), axis=[1, 2])
+        return logits, all_maps(feature_maps, gradients), pooled
 
     def call(images: np.ndarray, logit_threshold: float):
-        logits, maps = explain(images, np.float32(logit_threshold))
-        return logits.numpy(), maps.numpy()
+        logits, maps, pooled = explain(images, np.float32(logit_threshold))
+        return logits.numpy(), maps.numpy(), pooled.numpy()
 
     return call
 
@@ -78,15 +80,18 @@ def _jax_explainer(features, head, on_trace: TraceListener) -> Explainer:
         logits, pullback = jax.vjp(head_logits, feature_maps)
         signs = jnp.where(logits >= logit_threshold, 1.0, -1.0)
         (gradients,) = pullback(signs)
-        return logits, all_maps(feature_maps, gradients)
+        pooled = jnp.mean(feature_maps.astype(jnp.float32), axis=(1, 2))
+        return logits, all_maps(feature_maps, gradients), pooled
 
     compiled = jax.jit(explain)
     feature_state = _state(features)
     head_state = _state(head)
 
     def call(images: np.ndarray, logit_threshold: float):
-        logits, maps = compiled(feature_state, head_state, images, np.float32(logit_threshold))
-        return np.asarray(logits), np.asarray(maps)
+        logits, maps, pooled = compiled(
+            feature_state, head_state, images, np.float32(logit_threshold)
+        )
+        return np.asarray(logits), np.asarray(maps), np.asarray(pooled)
 
     return call
 

@@ -14,11 +14,19 @@ import numpy as np
 
 from shared.model_card import ModelCard
 from worker.model.architecture import split_classifier
-from worker.model.artifact import load_artifact
+from worker.model.artifact import load_artifact, load_ood_gate
 from worker.model.gradcam import METHOD_NAMES
 from worker.model.gradients import make_explainer
+from worker.model.ood import OodGate
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OodAssessment:
+    score: float  # higher = less like the training data
+    threshold: float
+    flagged: bool  # score > threshold: the answer is not to be relied on
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,7 @@ class Prediction:
     label: str
     maps: dict[str, np.ndarray]  # method -> (h, w) float32 in [0, 1], explaining `label`
     logit: float  # the model's own logit, before calibration (reports compare the two)
+    ood: OodAssessment | None = None  # None: the artifact has no OOD gate (made before it)
 
     @property
     def confidence(self) -> float:
@@ -61,8 +70,10 @@ class ModelRuntime:
     """Owns the model for its process. Build it after any fork, never at import time."""
 
     def __init__(self, model, card: ModelCard, threshold: float | None = None, max_batch: int = 64,
-                 mixed_precision: bool = False, jit_compile: bool = False):  # fmt: skip
+                 mixed_precision: bool = False, jit_compile: bool = False,
+                 ood: OodGate | None = None):  # fmt: skip
         self.card = card
+        self.ood = ood
         self.threshold = threshold if threshold is not None else card.threshold.value
         self.max_batch = max_batch
         if mixed_precision:
@@ -88,8 +99,11 @@ class ModelRuntime:
     def from_directory(cls, directory: Path, threshold: float | None = None, max_batch: int = 64,
                        mixed_precision: bool = False, jit_compile: bool = False):  # fmt: skip
         model, card = load_artifact(directory)
+        ood = load_ood_gate(directory, card)
         log.info("Loaded model %s %s (sha256 %s)", card.name, card.version, card.sha256[:12])
-        return cls(model, card, threshold, max_batch, mixed_precision, jit_compile)
+        if ood is None:
+            log.warning("Model %s has no OOD statistics: results say not_assessed.", card.name)
+        return cls(model, card, threshold, max_batch, mixed_precision, jit_compile, ood)
 
     @property
     def logit_threshold(self) -> float:
@@ -119,19 +133,31 @@ class ModelRuntime:
         if self._pads_batches:
             padded = np.zeros((bucket_size(count, self.max_batch), *images.shape[1:]), np.uint8)
             padded[:count] = images
-        logits, maps = self._explain(padded[..., None], self.logit_threshold)
+        logits, maps, pooled = self._explain(padded[..., None], self.logit_threshold)
         raw_logits = logits[:count].astype(np.float64)
         calibration = self.card.calibration
         scaled = calibration.slope * raw_logits + calibration.intercept
         probabilities = np.exp(-np.logaddexp(0.0, -scaled))  # sigmoid without overflow
+        assessments = self._assess(pooled[:count])
         return [
             Prediction(
                 probability=float(probability),
                 label="PNEUMONIA" if probability >= self.threshold else "NORMAL",
                 maps=dict(zip(METHOD_NAMES, image_maps, strict=True)),
                 logit=float(logit),
+                ood=assessment,
             )
-            for probability, logit, image_maps in zip(
-                probabilities, raw_logits, maps[:count], strict=True
+            for probability, logit, image_maps, assessment in zip(
+                probabilities, raw_logits, maps[:count], assessments, strict=True
             )
+        ]
+
+    def _assess(self, pooled: np.ndarray) -> list[OodAssessment | None]:
+        """The OOD score from the pooled features the same call returned: no second pass."""
+        if self.ood is None:
+            return [None] * len(pooled)
+        scores, flagged = self.ood.assess(pooled)
+        return [
+            OodAssessment(float(score), self.ood.threshold, bool(flag))
+            for score, flag in zip(scores, flagged, strict=True)
         ]

@@ -24,8 +24,23 @@ import numpy as np
 from shared.errors import AppError, CorruptImage, CorruptRecord, UploadMissing, WorkerLost
 from shared.geometry import placement_of
 from shared.handoff import pack_input, pack_map, unpack_input
-from shared.imaging import IntakeLimits, decode_grayscale, model_draft_side, preprocess
-from shared.schemas import Explanation, Job, JobError, JobStatus, Result, blob_url, utc_now
+from shared.imaging import (
+    IntakeLimits,
+    decode_grayscale,
+    decode_memory,
+    model_draft_side,
+    preprocess,
+)
+from shared.schemas import (
+    Explanation,
+    Job,
+    JobError,
+    JobStatus,
+    OodResult,
+    Result,
+    blob_url,
+    utc_now,
+)
 from shared.store import SyncStore, Write, new_job
 from worker.model.runtime import ModelRuntime, Prediction
 from worker.serving.time_limits import Deadline
@@ -187,9 +202,11 @@ def _decode(
     if upload is None:
         raise UploadMissing("The uploaded image expired before it was processed.")
     params = runtime.card.preprocessing
+    draft_side = model_draft_side(params)
     try:
-        gray = decode_grayscale(upload, limits, model_draft_side(params))
-        return preprocess(gray, params), placement_of(gray, params).to_bytes()
+        with decode_memory(upload, limits, draft_side):  # the worker's decode budget
+            gray = decode_grayscale(upload, limits, draft_side)
+            return preprocess(gray, params), placement_of(gray, params).to_bytes()
     except AppError:
         raise
     except Exception as error:
@@ -201,10 +218,12 @@ def _decode(
 
 def _succeed(job: Job, prediction: Prediction, runtime: ModelRuntime) -> None:
     job.result = Result(
+        assessment=_assessment(prediction),
         label=prediction.label,
         probability=prediction.probability,
         confidence=prediction.confidence,
         threshold=runtime.threshold,
+        ood=None if prediction.ood is None else OodResult(**vars(prediction.ood)),
         model=runtime.card.info(),
     )
     job.explanation = Explanation(
@@ -215,6 +234,12 @@ def _succeed(job: Job, prediction: Prediction, runtime: ModelRuntime) -> None:
         overlay_url=blob_url(job.job_id, "overlay"),
     )
     job.status, job.finished_at = JobStatus.succeeded, utc_now()
+
+
+def _assessment(prediction: Prediction):
+    if prediction.ood is None:
+        return "not_assessed"
+    return "out_of_distribution" if prediction.ood.flagged else "in_distribution"
 
 
 def _write_final(

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.model_card import ModelCard
+from shared.model_card import ModelCard, OodChoice
 from worker.model.artifact import read_card, write_card
 from worker.model.runtime import ModelRuntime
 from worker.training import classification_metrics as metrics
 from worker.training.datasets import MANIFEST_FILE, SPLITS, load_dataset
 from worker.training.decode_cache import decode_files
+from worker.training.ood_benchmark import detection_report, foreign_inputs
 
 CALIBRATION_BINS = 10
 
@@ -119,7 +120,30 @@ def evaluate_model(
         "fingerprint": dataset.fingerprint,
         "source": dataset.manifest["source"]["kind"],
     }
+    summary["ood"] = ood_benchmark(runtime, data.images, predictions, seed)
     return Evaluation(summary, data.labels, probabilities)
+
+
+OOD_BENCHMARK_PER_CATEGORY = 40
+
+
+def _scores(predictions) -> np.ndarray:
+    return np.array([prediction.ood.score for prediction in predictions if prediction.ood])
+
+
+def ood_benchmark(runtime: ModelRuntime, images: np.ndarray, predictions, seed: int) -> dict:
+    """The served gate on the split (in distribution: flags there are false) and on foreign
+    inputs made from it and from the generators (`worker.training.ood_benchmark`)."""
+    gate = runtime.card.ood
+    if gate is None:
+        return {"method": None, "note": "this model has no OOD gate: results say not_assessed"}
+    split_scores = _scores(predictions)
+    foreign = foreign_inputs(images, runtime.card.preprocessing, OOD_BENCHMARK_PER_CATEGORY, seed)
+    foreign_scores = {name: _scores(runtime.predict(inputs)) for name, inputs in foreign.items()}
+    return {
+        "method": gate.method,
+        **detection_report(split_scores, foreign_scores, gate.threshold),
+    }
 
 
 def record_in_card(model_dir: Path, evaluation: Evaluation) -> ModelCard:
@@ -136,5 +160,19 @@ def record_in_card(model_dir: Path, evaluation: Evaluation) -> ModelCard:
         data=summary["data"],
     )
     card = card.model_copy(update={"metrics": {**card.metrics, summary["data"]["split"]: entry}})
+    if card.ood is not None and summary.get("ood", {}).get("method"):
+        card = card.model_copy(update={"ood": ood_with_benchmark(card.ood, summary)})
     write_card(card, model_dir)
     return card
+
+
+def ood_with_benchmark(gate: OodChoice, summary: dict) -> OodChoice:
+    """The gate's card entry with the benchmark measured on this (held-out) split."""
+    report = summary["ood"]
+    return gate.model_copy(
+        update={
+            "benchmark_detection_rate": report["foreign"]["flag_rate"],
+            "benchmark": {**report, "measured_on": f"{summary['data']['split']} split + "
+                          "generated foreign inputs"},
+        }
+    )  # fmt: skip

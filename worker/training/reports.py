@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from shared.model_card import ModelCard
+from worker.training import ood_report
 from worker.training.calibration_report import (
     calibration_line,
     calibration_section,
@@ -123,6 +124,7 @@ def render_model_card(card: ModelCard) -> str:
         "",
     ]
     lines += calibration_section(card)
+    lines += ood_report.card_section(card)
     lines += _data_section(card.data) + _training_section(card.training)
     for split in ("validation", "test"):
         if split in card.metrics:
@@ -203,6 +205,7 @@ def metrics_table(summary: dict, title: str) -> Table:
     table.add_row("Threshold", f"{summary['threshold']:.4f}", "")
     (tn, fp), (fn, tp) = summary["confusion_matrix"]
     table.add_row("Confusion [TN FP; FN TP]", f"[{tn} {fp}; {fn} {tp}]", "")
+    ood_report.add_to_table(table, summary)
     return table
 
 
@@ -269,6 +272,7 @@ def render_report(summary: dict, figures: list[str]) -> str:
         f"| PNEUMONIA | {fn} | {tp} |",
         "",
     ]
+    lines += ood_report.report_section(summary)
     for name in figures:
         lines += [f"## {PLOTS[name]}", "", f"![{PLOTS[name]}]({name})", ""]
     return "\n".join(lines)

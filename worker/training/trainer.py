@@ -27,6 +27,7 @@ from worker.model.artifact import save_artifact
 from worker.training import classification_metrics as metrics
 from worker.training.calibration import calibrate, calibrated_logits
 from worker.training.datasets import Dataset, class_weights, write_manifest
+from worker.training.ood_fitting import fit_ood_gate
 from worker.training.reports import default_limitations, write_model_card_markdown
 
 HISTORY_JSON, HISTORY_CSV = "history.json", "history.csv"
@@ -208,6 +209,7 @@ def train_model(
     scaled = calibrated_logits(calibration, logits)
     threshold = choose_threshold(validation.labels, scaled, config.target_sensitivity)
     probabilities = metrics.sigmoid(scaled)
+    ood_statistics, ood_choice = fit_ood_gate(model, dataset, params, config.seed)
     card = ModelCard(
         name=identity.name,
         version=identity.version,
@@ -218,6 +220,7 @@ def train_model(
         last_conv_layer=LAST_CONV_LAYER,
         threshold=threshold,
         calibration=calibration,
+        ood=ood_choice,
         metrics={
             "validation": validation_summary(validation.labels, probabilities, threshold.value),
             "calibration": calibration_report,
@@ -225,7 +228,7 @@ def train_model(
         training=training_record(config, write_history(history, out_dir), seconds, dataset),
         data=data_record(dataset, write_manifest(dataset.manifest, out_dir)),
     )
-    card = save_artifact(inference_copy(model, config.architecture), card, out_dir)
+    card = save_artifact(inference_copy(model, config.architecture), card, out_dir, ood_statistics)
     write_model_card_markdown(card, out_dir)
     shutil.rmtree(out_dir / ".checkpoint", ignore_errors=True)
     return card
