@@ -10,6 +10,7 @@ JPEG's EXIF is gone too. Grayscale at the film's own aspect ratio, the long side
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -58,8 +59,11 @@ def _film_shape(data: bytes, decoded: np.ndarray) -> tuple[int, int]:
     if sniff_format(data) != "jpeg":
         return decoded.shape[0], decoded.shape[1]
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            columns, rows = image.size
+        with warnings.catch_warnings():
+            # Intake decoded this film already, ignoring corrupt EXIF the same way.
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                columns, rows = image.size
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImage(f"The image could not be read: {error}.") from error
     if (rows > columns) != (decoded.shape[0] > decoded.shape[1]):

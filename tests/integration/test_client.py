@@ -61,8 +61,8 @@ def test_predict_download_and_delete(gateway: GatewayProcess, files, tmp_path: P
         assert job.result.label in ("NORMAL", "PNEUMONIA") and 0 <= job.result.probability <= 1
         assert job.result.model.synthetic is True
         overlay = client.download_overlay(job, tmp_path / "overlay.png")
-        with Image.open(overlay) as picture:
-            assert picture.size == (64, 64)
+        with Image.open(overlay) as picture, Image.open(files["chest.png"]) as film:
+            assert picture.size == film.size  # drawn on the film, not on the model's input
         assert client.status(job.job_id) == job
         client.delete(job)
         with pytest.raises(ClientError) as missing:
