@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared.schemas import Assessment
+
+
+class StoredResultCounts(Collector):
+    """`pneumo_results_total{assessment}`: results finished by any worker, counted in the
+    store by each job's final write (`shared.store.scripts`), not by this gateway, which sees
+    only the results clients read. Every gateway reports the same totals: aggregate across
+    gateways with max(), not sum(). Set `counts` from the store before each scrape."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "pneumo_results",
+            "Results finished, by assessment: out_of_distribution (the image does not resemble "
+            "the training data), in_distribution, not_assessed (a model without a gate).",
+            labels=["assessment"],
+        )
+        for assessment in get_args(Assessment):
+            family.add_metric([assessment], self.counts.get(assessment, 0))
+        yield family
 
 
 @dataclass
@@ -49,3 +76,5 @@ class Metrics:
         self.live_workers = Gauge(
             "pneumo_live_workers", "Workers with a recent heartbeat.", registry=self.registry
         )
+        self.results = StoredResultCounts()
+        self.registry.register(self.results)

@@ -46,6 +46,7 @@ async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: Metr
     tell an outsider how busy the service is)."""
     metrics.queue_depth.set(await store.queue_depth(settings.queue_name))
     metrics.live_workers.set(len(await live_workers(store, settings.heartbeat_s)))
+    metrics.results.counts = await store.result_counts()
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -14,6 +14,8 @@ Key layout, all under the configured prefix:
     {p}:pending               sorted set: unfinished job id -> when it was last queued
     {p}:sweep-turn            which worker sweeps `pending` next (worker.serving.recovery)
     {p}:workers               hash: worker name -> heartbeat JSON (model card, time)
+    {p}:results               hash: assessment -> results finished with it, for ever (no TTL:
+                              a counter for /metrics, counted once per job by its final write)
     {p}:finished              pub/sub channel, not a key: the id of each job whose final state
                               landed, for the gateways' long polls (gateway.wakeups)
 

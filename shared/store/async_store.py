@@ -181,6 +181,11 @@ class AsyncStore:
         depth: int = await self.client.llen(queue_name)
         return depth
 
+    async def result_counts(self) -> dict[str, int]:
+        """Results finished so far, by assessment, by every worker since the store began."""
+        counts = await self.client.hgetall(self.keys.result_counts)
+        return {cast(bytes, name).decode(): int(count) for name, count in counts.items()}
+
     async def live_workers(self, max_age_s: float) -> dict[str, dict]:
         """Workers whose heartbeat is recent; stale entries are pruned as a side effect."""
         entries = await self.client.hgetall(self.keys.workers)

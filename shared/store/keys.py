@@ -66,6 +66,10 @@ class Keys:
         return f"{self.prefix}:sweep-turn"
 
     @property
+    def result_counts(self) -> str:
+        return f"{self.prefix}:results"
+
+    @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 

@@ -89,9 +89,11 @@ class Write:
     def key_names(self, keys: Keys) -> list[str]:
         job_id = self.job.job_id
         names = [keys.job(job_id), keys.finals(job_id), keys.pending, keys.blob(job_id, "upload")]
-        return names + [keys.blob(job_id, name) for name in self.blobs]
+        return [*names, keys.result_counts, *(keys.blob(job_id, name) for name in self.blobs)]
 
     def values(self, keys: Keys) -> list[str | bytes | int]:
         stage = "final" if self.job.status.is_final else "claim"
+        assessment = self.job.result.assessment if self.job.result else ""
         head: list[str | bytes | int] = [self.job.record_json(), ttl_left(self.job)]
-        return [*head, stage, self.job.job_id, keys.finished_channel, *self.blobs.values()]
+        tail: list[str | bytes | int] = [keys.finished_channel, assessment, *self.blobs.values()]
+        return [*head, stage, self.job.job_id, *tail]

@@ -11,8 +11,11 @@ from __future__ import annotations
 # channels are not keys.
 # A final write also drops the upload: pictures and input.png are drawn from the model input,
 # and an upload is most of a job's memory (300 KB against 20 KB) for the rest of its TTL.
-# KEYS: record, final-write counter, pending index, upload, blob...
-# ARGV: JSON, ttl, "final" or "claim", job id, finished channel, blob...
+# A final write with a result counts it by assessment in the service's result counts (for
+# /metrics): here, so a job is counted once however often its final write is retried, and
+# whether or not a client ever reads it. Failed jobs ("" for an assessment) are not results.
+# KEYS: record, final-write counter, pending index, upload, result counts, blob...
+# ARGV: JSON, ttl, "final" or "claim", job id, finished channel, assessment or "", blob...
 WRITE_UNLESS_FINAL = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
@@ -22,11 +25,12 @@ if readable and type(stored) == 'table' then
   if status == 'succeeded' or status == 'failed' then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-for index = 5, #KEYS do
+for index = 6, #KEYS do
   redis.call('SET', KEYS[index], ARGV[index + 1], 'EX', ARGV[2])
 end
 if ARGV[3] == 'final' then
   redis.call('DEL', KEYS[4])
+  if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[6], 1) end
   redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[4])

@@ -103,6 +103,11 @@ class SyncStore:
             self.client.set(self.keys.sweep_turn, worker_name, nx=True, px=int(turn_s * 1000))
         )
 
+    def result_counts(self) -> dict[str, int]:
+        """Results finished so far, by assessment (`AsyncStore.result_counts`)."""
+        counts = cast(dict, self.client.hgetall(self.keys.result_counts))
+        return {cast(bytes, name).decode(): int(count) for name, count in counts.items()}
+
     def heartbeat(self, worker_name: str, card: dict) -> None:
         payload = json.dumps({"time": time.time(), "model": card})
         self.client.hset(self.keys.workers, worker_name, payload)
