@@ -146,3 +146,31 @@ def test_importing_the_cli_loads_no_ml_framework() -> None:
     loaded = modules_loaded_by("import client.cli")
     assert "typer" in loaded and "httpx" in loaded
     assert not {"tensorflow", "keras", "jax", "fastapi"} & loaded
+
+
+def test_tables_lead_with_the_warning_for_a_flagged_result(
+    runner, gated_stack, tmp_path: Path
+) -> None:
+    """A model with a gate: `pneumo submit` and `pneumo status` tables show the warning in
+    place of the label for the noise field, and the label for the phantom."""
+    (tmp_path / "noise.png").write_bytes(gated_stack.model.noise_field)
+    (tmp_path / "chest.png").write_bytes(gated_stack.model.typical_film)
+    submitted = pneumo(runner, gated_stack.gateway, "submit", str(tmp_path), "--wait")
+    assert submitted.exit_code == 0, submitted.output
+    lines = {name: line for line in submitted.stdout.splitlines()
+             for name in ("noise.png", "chest.png") if name in line}  # fmt: skip
+    assert "This image does not resemble" in lines["noise.png"]
+    assert "does not resemble" not in lines["chest.png"]
+    assert "NORMAL" in lines["chest.png"] or "PNEUMONIA" in lines["chest.png"]
+    as_json = pneumo(runner, gated_stack.gateway, "submit", str(tmp_path / "noise.png"),
+                     "--format", "json")  # fmt: skip
+    job_id = json.loads(as_json.stdout)[0]["job_id"]
+    status = pneumo(runner, gated_stack.gateway, "status", job_id, "--wait", "60")
+    assert status.exit_code == 0, status.output
+    rows = [line for line in status.stdout.splitlines() if line.strip()]
+    warning_row = next(index for index, line in enumerate(rows) if "does not resemble" in line)
+    label_rows = [
+        index for index, line in enumerate(rows) if "PNEUMONIA" in line or "NORMAL" in line
+    ]
+    assert "assessment" in rows[warning_row]
+    assert all(warning_row < index for index in label_rows), status.stdout

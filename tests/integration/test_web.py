@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.schemas import OUT_OF_DISTRIBUTION_MESSAGE
 from tests.support.dicoms import DicomSpec, dicom_file, ramp
 from tests.support.images import phantom_png
 from tests.support.processes import REPO_ROOT, GatewayProcess, worker_environment
@@ -208,3 +209,33 @@ def test_api_key_is_asked_for_and_sent(
         context.close()
     finally:
         keyed_gateway.stop()
+
+
+def test_a_flagged_result_leads_with_the_warning(browser, gated_stack, tmp_path: Path) -> None:
+    """A model with a gate: the noise field is out of distribution, and the page says so before
+    the label (kept, for the record only); the phantom beside it shows its label as usual."""
+    (tmp_path / "noise.png").write_bytes(gated_stack.model.noise_field)
+    (tmp_path / "chest.png").write_bytes(gated_stack.model.typical_film)
+    context, page, errors = open_page(browser, gated_stack.gateway.url, DESKTOP)
+    choose_files(page, [tmp_path / "noise.png", tmp_path / "chest.png"])
+    done = page.locator('.result[data-state="succeeded"]')
+    sync_api.expect(done).to_have_count(2, timeout=RESULT_TIMEOUT_MS)
+    flagged = page.locator('.result:has(.verdict[data-assessment="out_of_distribution"])')
+    typical = page.locator('.result:has(.verdict[data-assessment="in_distribution"])')
+    sync_api.expect(flagged).to_have_count(1)
+    sync_api.expect(typical).to_have_count(1)
+    warning = flagged.locator(".ood-warning")
+    sync_api.expect(warning).to_be_visible()
+    sync_api.expect(warning).to_have_text(OUT_OF_DISTRIBUTION_MESSAGE)
+    sync_api.expect(flagged.locator(".label-text")).to_contain_text("For the record only")
+    warning_first = flagged.evaluate(
+        "node => Boolean(node.querySelector('.ood-warning').compareDocumentPosition("
+        "node.querySelector('.label-text')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    assert warning_first
+    sync_api.expect(typical.locator(".ood-warning")).to_be_hidden()
+    assert typical.locator(".label-text").inner_text() in ("NORMAL", "PNEUMONIA")
+    wait_for_pictures(page)
+    screenshot(page, "web-out-of-distribution.png")
+    assert errors == []
+    context.close()
