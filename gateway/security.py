@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.prometheus_metrics import Metrics
 from gateway.rate_limit import RateLimiter
+from gateway.request_body import CLOSE_CONNECTION
 from shared.config import Settings
 from shared.errors import AppError, StoreUnavailable, Unauthorized
 
@@ -196,5 +197,9 @@ def with_security_headers(send: Send, policy: str) -> Send:
 
 
 def refusal(error: AppError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else {}
+    """Answered with the body unread: the connection closes, else uvicorn reads (and drops)
+    the rest of it, however long, to reach the next request."""
+    headers = dict(CLOSE_CONNECTION)
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
