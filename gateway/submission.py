@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from celery import Celery
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 from kombu.exceptions import OperationalError
 from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ from shared.decode_budget import AsyncDecodeBudget
 from shared.display import display_copy
 from shared.errors import (
     AppError,
+    DuplicateFilePart,
     QueueFull,
     QueueUnavailable,
     StoreFull,
@@ -127,6 +128,16 @@ class Intake:
         """Read within limits and decode once; raises the client's error for a bad file."""
         data = await read_upload(upload, self.settings)
         return await decode_upload(data, self.settings, self.preprocessing, self.decode_budget)
+
+
+async def one_file_part(request: Request) -> None:
+    """Several `file` parts: FastAPI would keep the last silently; say so instead. The form
+    is parsed already (FastAPI reads the body before it runs dependencies)."""
+    count = len((await request.form()).getlist("file"))
+    if count > 1:
+        raise DuplicateFilePart(
+            f"The request holds {count} `file` parts; send one, or several to /v1/batches."
+        )
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:

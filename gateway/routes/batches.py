@@ -6,18 +6,22 @@ is validated before anything is stored, so one bad file rejects the batch and le
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
+from redis.exceptions import RedisError
 
 from gateway.deps import (
     AuthDep,
     CallerDep,
+    IdempotencyKeyDep,
     IntakeDep,
     MetricsDep,
     StoreDep,
 )
+from gateway.idempotency import ReuseKeys, batch_reuse_keys, claim_batch, find_earlier_batch
 from gateway.routes.jobs import ERRORS, is_canonical_id
 from gateway.submission import (
     Intake,
@@ -41,6 +45,7 @@ async def create_batch(
     response: Response,
     intake: IntakeDep,
     metrics: MetricsDep,
+    idempotency_key: IdempotencyKeyDep,
     method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
 ) -> BatchCreated:
     check_method(method)
@@ -50,11 +55,14 @@ async def create_batch(
     for _ in files[1:]:
         await enforce_rate_limit(intake)
     uploads = await validate_each(files, intake)
-    await check_queue_depth(intake.store, intake.settings)
-    jobs = await enqueue_all(uploads, method, intake)
-    batch = BatchCreated(batch_id=str(uuid.uuid4()), job_ids=[job.job_id for job in jobs])
-    await intake.store.save_batch(batch.batch_id, batch.job_ids, intake.owner)
-    metrics.jobs_submitted.inc(len(jobs))
+    keys = None
+    if idempotency_key is not None:
+        stored = [upload.stored for upload in uploads]
+        keys = batch_reuse_keys(intake.client_scope, method, stored, idempotency_key)
+    batch = await find_earlier_batch(intake.store, keys) if keys else None
+    if batch is None:
+        batch = await store_batch(uploads, method, intake, keys)
+        metrics.jobs_submitted.inc(len(batch.job_ids))
     response.headers["Location"] = batch_url(batch.batch_id)
     response.headers["Retry-After"] = "1"
     return batch
@@ -69,6 +77,30 @@ async def get_batch(batch_id: str, store: StoreDep, caller: CallerDep, response:
     batch = loaded[0]
     if not batch.done:
         response.headers["Retry-After"] = "1"
+    return batch
+
+
+async def store_batch(
+    uploads: list[Upload], method: str, intake: Intake, keys: ReuseKeys | None
+) -> BatchCreated:
+    """Validated uploads become a batch of queued jobs; the Idempotency-Key, if any, is held
+    while they are stored and kept with the batch, or let go if storing fails."""
+    await check_queue_depth(intake.store, intake.settings)
+    batch_id = str(uuid.uuid4())
+    if keys is not None:
+        earlier = await claim_batch(intake.store, keys, batch_id)
+        if earlier is not None:  # a concurrent twin of this request won the key
+            return earlier
+    try:
+        jobs = await enqueue_all(uploads, method, intake)
+        batch = BatchCreated(batch_id=batch_id, job_ids=[job.job_id for job in jobs])
+        links = {} if keys is None else keys.batch_links(batch_id)
+        await intake.store.save_batch(batch_id, batch.job_ids, intake.owner, links)
+    except (AppError, RedisError):
+        if keys is not None and keys.idempotency is not None:
+            with contextlib.suppress(RedisError):
+                await intake.store.forget(keys.idempotency)
+        raise
     return batch
 
 

@@ -8,34 +8,41 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from gateway.deps import (
     AuthDep,
     CallerDep,
     FinishedJobsDep,
+    IdempotencyKeyDep,
     IntakeDep,
     MetricsDep,
     StoreDep,
 )
 from gateway.pictures import picture
 from gateway.routes.jobs import ERRORS, PNG, find_succeeded_job, png_response
-from gateway.submission import failure_as_error, submit, wait_for_final
+from gateway.submission import failure_as_error, one_file_part, submit, wait_for_final
 from shared.errors import PredictionTimeout
 from shared.schemas import OUT_OF_DISTRIBUTION_MESSAGE, JobStatus, SeedPrediction, job_url
 
 router = APIRouter(tags=["seed-compatible"], dependencies=[AuthDep])
 
 
-@router.post("/predict", response_model=SeedPrediction, responses={**ERRORS, 504: ERRORS[503]})
+@router.post(
+    "/predict",
+    response_model=SeedPrediction,
+    responses={**ERRORS, 504: ERRORS[503]},
+    dependencies=[Depends(one_file_part)],
+)
 async def predict(
     file: Annotated[UploadFile, File(description="Chest radiograph, JPEG or PNG.")],
     intake: IntakeDep,
     metrics: MetricsDep,
     finished: FinishedJobsDep,
+    idempotency_key: IdempotencyKeyDep,
 ) -> SeedPrediction | JSONResponse:
-    job = await submit(file, "gradcam", intake)
+    job = await submit(file, "gradcam", intake, idempotency_key=idempotency_key)
     metrics.jobs_submitted.inc()
     job = await wait_for_final(intake.store, finished, job, intake.settings.predict_timeout_s)
     if job.status is JobStatus.failed:

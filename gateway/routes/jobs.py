@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from gateway.deps import (
     AuthDep,
@@ -20,7 +20,7 @@ from gateway.deps import (
 )
 from gateway.pictures import PICTURES, picture
 from gateway.security import Caller
-from gateway.submission import submit, wait_for_final
+from gateway.submission import one_file_part, submit, wait_for_final
 from shared.errors import JobNotFound, JobNotReady, UnknownPath, shown
 from shared.schemas import ErrorBody, Job, JobStatus, job_url
 from shared.store import AsyncStore
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[AuthDep])
 # OpenAPI documentation of the error shape for every status a client can cause.
 Responses = dict[int | str, dict[str, Any]]
 ERRORS: Responses = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 408, 409, 413, 415, 422, 429, 503)
 }
 PNG: Responses = {200: {"content": {"image/png": {}}}}
 
@@ -53,7 +53,9 @@ def is_canonical_id(value: str) -> bool:
         return False
 
 
-@router.post("", status_code=202, response_model=Job, responses=ERRORS)
+@router.post(
+    "", status_code=202, response_model=Job, responses=ERRORS, dependencies=[Depends(one_file_part)]
+)
 async def create_job(
     file: Annotated[UploadFile, File(description="Chest radiograph, JPEG or PNG.")],
     response: Response,

@@ -148,11 +148,22 @@ class AsyncStore:
         pipe.expire(self.keys.refs(job.job_id), ttl_left(job))
         await pipe.execute()
 
-    async def save_batch(self, batch_id: str, job_ids: list[str], owner: str | None = None) -> None:
+    async def save_batch(
+        self,
+        batch_id: str,
+        job_ids: list[str],
+        owner: str | None = None,
+        links: Mapping[Lookup, str] | None = None,
+    ) -> None:
         """A batch is its jobs' ids and their owner (`Job.owner`), kept with the jobs' TTL;
-        never file names (they can carry a patient's name)."""
+        never file names (they can carry a patient's name). The lookups (lookup -> value) that
+        lead to it are written with it and expire with it."""
         listed = json.dumps({"job_ids": job_ids, "owner": owner})
-        await self.client.set(self.keys.batch(batch_id), listed, ex=self.ttl_s)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.keys.batch(batch_id), listed, ex=self.ttl_s)
+        for lookup, value in (links or {}).items():
+            pipe.set(self.keys.lookup(lookup), value, ex=self.ttl_s)
+        await pipe.execute()
 
     async def load_batch(
         self, batch_id: str

@@ -20,7 +20,7 @@ from shared.errors import (
 
 REPO = Path(__file__).resolve().parents[2]
 # The statuses the API documents (405 comes from the web framework's routing).
-DOCUMENTED_STATUSES = {400, 401, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504}
+DOCUMENTED_STATUSES = {400, 401, 404, 405, 408, 409, 413, 415, 422, 429, 500, 503, 504}
 # Where a job record's failure comes from: the worker's pipeline and the decoders it calls.
 WORKER_FAILURE_SOURCES = ("worker/serving/pipeline.py", "shared/imaging.py", "shared/dicom.py")
 FAILURES = sorted(ERRORS_BY_CODE.items())
