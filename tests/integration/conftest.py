@@ -41,12 +41,19 @@ class GatedStack:
 
 
 @pytest.fixture(scope="session")
-def gated_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatedStack]:
+def gated_model(tmp_path_factory: pytest.TempPathFactory) -> GatedModel:
+    """A tiny artifact WITH an out-of-distribution gate (`tests.support.gated_model`)."""
+    return build_gated_model(tmp_path_factory.mktemp("gated-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def gated_stack(
+    gated_model: GatedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatedStack]:
     """A second stack (its own Redis, worker and `pneumo gateway`) serving a tiny model WITH an
     out-of-distribution gate, so its results are in_distribution or out_of_distribution where
     the session's tiny model answers not_assessed."""
-    root = tmp_path_factory.mktemp("gated")
-    model = build_gated_model(root / "model")
+    root, model = tmp_path_factory.mktemp("gated"), gated_model
     with RedisServer(root / "redis") as redis_server:
         environment = worker_environment(redis_server.url, model.directory)
         worker = WorkerProcess(environment, root / "worker.log", name="gated-worker").start()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.measure import model_ceiling
 from bench.profile import BUSY_CATEGORIES
 from bench.run import Plan, markdown, run_benchmark
 
@@ -112,3 +113,12 @@ def test_markdown_report_shows_every_section(results: dict) -> None:
     assert "took turns 2 times: worker / ceiling" in table
     assert "At best, end to end reaches" in table
     assert "Worker profile" in table and "CPU ms per image, by process" in table
+
+
+def test_a_gated_model_has_its_ceiling_measured_with_and_without_the_gate(gated_model) -> None:
+    """The gate's extra cost per image: the same batches scored and not (`make bench`)."""
+    ceiling = model_ceiling(gated_model.directory, batch_size=4, seconds=0.2)
+    with_gate, without = ceiling["model_ceiling_img_s"], ceiling["model_ceiling_without_gate_img_s"]
+    assert with_gate > 0 and without > 0
+    assert ceiling["ceiling_with_over_without_gate"] == round(with_gate / without, 3)
+    assert ceiling["gate_scoring_ms_per_image"] >= 0
