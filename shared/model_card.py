@@ -74,6 +74,17 @@ class OodChoice(BaseModel):
     )
 
 
+class PreprocessingChoice(BaseModel):
+    """Why the card's `preprocessing.fit` is what it is: the measurement behind the choice."""
+
+    fit: Literal["squash", "letterbox"] = Field(description="The fit this model was trained with.")
+    rule: str = Field(description="How the fit was chosen, in words.")
+    measured_by: str = Field(description="The command that measured the candidates.")
+    results: dict[str, dict[str, dict[str, float]]] = Field(
+        description="Per seed, per fit: held-out AUC and pointing game."
+    )
+
+
 class ModelCard(BaseModel):
     name: str
     version: str
@@ -84,6 +95,9 @@ class ModelCard(BaseModel):
     limitations: list[str] = Field(default_factory=list)
     architecture: dict[str, Any] = Field(default_factory=dict)
     preprocessing: PreprocessParams = Field(default_factory=PreprocessParams)
+    preprocessing_choice: PreprocessingChoice | None = Field(
+        None, description="Why preprocessing.fit was chosen; None for artifacts made before it."
+    )
     last_conv_layer: str = "last_conv"
     threshold: ThresholdChoice = Field(default_factory=ThresholdChoice)
     calibration: Calibration = Field(default_factory=Calibration)

@@ -15,7 +15,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from shared.imaging import PreprocessParams
 from shared.model_card import ModelCard
 from worker.model.architecture import Architecture
 from worker.model.artifact import read_card
@@ -24,8 +23,15 @@ from worker.phantoms.kermany import write_kermany_dataset
 from worker.training import classification_metrics as metrics
 from worker.training.datasets import MANIFEST_FILE, load_dataset
 from worker.training.evaluation import evaluate_model, predict_files, predict_images
+from worker.training.fit_choice import CHOSEN_FIT, SCORED
 from worker.training.reports import PLOTS, metrics_table, write_report
-from worker.training.trainer import ModelIdentity, TrainingConfig, train_model, training_pipeline
+from worker.training.trainer import (
+    ModelIdentity,
+    TrainingConfig,
+    train_model,
+    training_pipeline,
+    training_preprocessing,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +64,7 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    params = PreprocessParams(image_size=IMAGE_SIZE)
+    params = training_preprocessing(IMAGE_SIZE)
     dataset = load_dataset(phantom_dir, params, splits=("train", "val"), seed=CONFIG.seed)
     model_dir = tmp_path_factory.mktemp("model")
     started = time.perf_counter()
@@ -125,6 +131,13 @@ def test_artifact_directory_holds_card_history_and_patient_disjoint_manifest(tra
     assert card.synthetic and card.calibration.slope > 0
     assert card.calibration.guard in {"none", "regularised"}, card.calibration.reason
     assert card.preprocessing.image_size == IMAGE_SIZE
+    # Trained with the measured fit by default, the choice and every seed's numbers in the card.
+    assert card.preprocessing.fit == CHOSEN_FIT and card.preprocessing_choice is not None
+    assert card.preprocessing_choice.fit == CHOSEN_FIT
+    assert {"seed 0", "seed 1"} <= set(card.preprocessing_choice.results)
+    for fits in card.preprocessing_choice.results.values():
+        assert set(fits) == {"squash", "letterbox"}
+        assert all(0 <= numbers[name] <= 1 for numbers in fits.values() for name in SCORED)
     assert card.data["fingerprint"] == dataset.fingerprint
     assert {"keras", "tensorflow", "numpy"} <= set(card.library_versions)
     assert "validation" in card.metrics and "calibration" in card.metrics
@@ -140,6 +153,8 @@ def test_artifact_directory_holds_card_history_and_patient_disjoint_manifest(tra
     model_card_text = (model_dir / "MODEL_CARD.md").read_text()
     assert "Not a diagnosis" in model_card_text and "Synthetic model" in model_card_text
     assert "## Calibration" in model_card_text and "](calibration.png)" in model_card_text
+    assert "## Preprocessing: non-square films" in model_card_text
+    assert f"Fit: **{CHOSEN_FIT}**" in model_card_text and "| seed 1 | squash |" in model_card_text
     assert (model_dir / "calibration.png").read_bytes().startswith(b"\x89PNG")
     assert not (model_dir / ".checkpoint").exists()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -80,6 +80,10 @@ def train(
         bool | None, typer.Option(help="Default: true when DATA holds a phantom manifest.")
     ] = None,
     cache_dir: CacheDir = None,
+    fit: Annotated[
+        Literal["letterbox", "squash"],
+        typer.Option(help="How a film becomes square: letterbox (measured default) or squash."),
+    ] = "letterbox",
 ) -> None:
     """Train from scratch: model.keras, model.json, MODEL_CARD.md, history, split manifest."""
     from worker.model.architecture import Architecture
@@ -96,7 +100,14 @@ def train(
     )
     identity = ModelIdentity(name=name, version=version, synthetic=bool(synthetic))
     run_training(
-        data, out, config, identity, val_fraction, cache_dir, detect_synthetic=synthetic is None
+        data,
+        out,
+        config,
+        identity,
+        val_fraction,
+        cache_dir,
+        detect_synthetic=synthetic is None,
+        fit=fit,
     )
 
 
@@ -147,16 +158,16 @@ def train_demo(
 
 
 def run_training(
-    data, out, config, identity, validation_fraction, cache_dir, detect_synthetic=False
+    data, out, config, identity, validation_fraction, cache_dir, detect_synthetic=False, fit=None
 ) -> None:
     """Load, train, save; with detect_synthetic, a phantom folder marks the model synthetic."""
     from dataclasses import replace
 
-    from shared.imaging import PreprocessParams
     from worker.training.datasets import load_dataset
-    from worker.training.trainer import train_model
+    from worker.training.trainer import train_model, training_preprocessing
 
-    params = PreprocessParams(image_size=config.architecture.image_size)
+    size = config.architecture.image_size
+    params = training_preprocessing(size, fit) if fit else training_preprocessing(size)
     console.print(f"Loading {data} at {params.image_size} px (decoded once, then cached) ...")
     dataset = load_dataset(
         data,

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from shared.model_card import ModelCard
-from worker.training import ood_report
+from worker.training import fit_choice, ood_report
 from worker.training.calibration_report import (
     calibration_line,
     calibration_section,
@@ -59,11 +59,14 @@ def default_limitations(synthetic: bool, source_kind: str) -> list[str]:
             "before this pipeline saw them; full-size uploads are a different distribution."
         )
     if synthetic:
-        limitations.insert(
-            0,
+        limitations[:0] = [
             "SYNTHETIC DEMO: trained and tested on computer-generated "
             "phantoms; its numbers say nothing about real radiographs.",
-        )
+            "A real radiograph is unlike every image this model saw: its out-of-distribution "
+            "gate is meant to flag it, so the result says out_of_distribution and the page, "
+            "pneumo and /predict lead with 'no reliable answer'. The label and probability are "
+            "kept for the record only; on a real film they mean nothing, flagged or not.",
+        ]
     return limitations
 
 
@@ -123,6 +126,7 @@ def render_model_card(card: ModelCard) -> str:
         f"specificity {_number(threshold.validation_specificity)}",
         "",
     ]
+    lines += fit_choice.card_section(card.preprocessing_choice)
     lines += calibration_section(card)
     lines += ood_report.card_section(card)
     lines += _data_section(card.data) + _training_section(card.training)

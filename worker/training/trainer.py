@@ -27,6 +27,7 @@ from worker.model.artifact import save_artifact
 from worker.training import classification_metrics as metrics
 from worker.training.calibration import calibrate, calibrated_logits
 from worker.training.datasets import Dataset, class_weights, write_manifest
+from worker.training.fit_choice import CHOSEN_FIT, Fit, preprocessing_choice
 from worker.training.ood_fitting import fit_ood_gate
 from worker.training.reports import default_limitations, write_model_card_markdown
 
@@ -56,6 +57,12 @@ class ModelIdentity:
     name: str = "pneumo-cnn"
     version: str = "0.1.0"
     synthetic: bool = False
+
+
+def training_preprocessing(image_size: int, fit: Fit = CHOSEN_FIT) -> PreprocessParams:
+    """What `pneumo train` and `train-demo` preprocess with: the measured fit (letterbox) unless
+    asked otherwise; PreprocessParams' own default stays squash for cards made before it."""
+    return PreprocessParams(image_size=image_size, fit=fit)
 
 
 def make_augmenter(seed: int) -> keras.Sequential:
@@ -217,6 +224,7 @@ def train_model(
         limitations=default_limitations(identity.synthetic, dataset.manifest["source"]["kind"]),
         architecture={"family": "cnn-from-scratch", **asdict(config.architecture)},
         preprocessing=params,
+        preprocessing_choice=preprocessing_choice(params.fit),
         last_conv_layer=LAST_CONV_LAYER,
         threshold=threshold,
         calibration=calibration,
