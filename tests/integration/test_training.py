@@ -222,6 +222,23 @@ def test_evaluate_command_writes_report_and_records_metrics_in_card(
     assert card.sha256 == trained[1].sha256  # recording metrics leaves the weights alone
 
 
+def test_train_command_records_an_overridden_fit_as_an_override(tmp_path: Path) -> None:
+    from client.cli import app
+
+    fit = "squash" if CHOSEN_FIT == "letterbox" else "letterbox"
+    data = tmp_path / "chest_xray"
+    write_kermany_dataset(data, count=60, size=64, seed=3, split_fractions=(0.7, 0.15, 0.15))
+    arguments = ["--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1"]
+    result = CliRunner().invoke(app, ["train", *arguments, "--image-size", "32", "--fit", fit])
+    assert result.exit_code == 0, result.output
+    card = read_card(tmp_path / "m")
+    assert card.preprocessing.fit == fit and card.preprocessing_choice is not None
+    assert card.preprocessing_choice.fit == fit
+    assert f"chosen by whoever trained it over the measured {CHOSEN_FIT}" in (
+        card.preprocessing_choice.rule
+    )
+
+
 def test_training_fits_an_ood_gate_with_at_most_five_percent_validation_false_flags(
     trained,
 ) -> None:

@@ -81,9 +81,12 @@ def train(
     ] = None,
     cache_dir: CacheDir = None,
     fit: Annotated[
-        Literal["letterbox", "squash"],
-        typer.Option(help="How a film becomes square: letterbox (measured default) or squash."),
-    ] = "letterbox",
+        Literal["letterbox", "squash"] | None,
+        typer.Option(
+            help="How a film becomes square (default: the fit measured best, "
+            "worker/training/fit_choice.py)."
+        ),
+    ] = None,
 ) -> None:
     """Train from scratch: model.keras, model.json, MODEL_CARD.md, history, split manifest."""
     from worker.model.architecture import Architecture
