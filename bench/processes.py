@@ -205,4 +205,6 @@ class UvicornProcess(ServerProcess):
         command = [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
                    "--port", "{port}", "--log-level", "warning", "--no-access-log",
                    "--no-proxy-headers"]  # fmt: skip
+        if factory:  # the gateway, as deployed: with its deadline for request heads
+            command += ["--http", "gateway.http_protocol:HeadDeadlineProtocol"]
         super().__init__(command, environment, log_path, ready_path)

@@ -20,10 +20,12 @@ def gateway(
     """
     import uvicorn
 
+    from gateway.http_protocol import PROTOCOL_PATH
+
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the gateway
     # believes only PNEUMO_TRUSTED_PROXIES (gateway.security).
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=False)  # fmt: skip
+                log_level=log_level, proxy_headers=False, http=PROTOCOL_PATH)  # fmt: skip
 
 
 def register_commands(app: typer.Typer) -> None:

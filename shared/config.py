@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(
         10_000, gt=0, description="With more jobs waiting, submissions get 503 `queue_full`."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this many seconds of their "
+        "first byte (or of the connection opening): slower clients get 408 and the connection is "
+        "closed (`gateway.http_protocol`).",
+    )
     body_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -53,6 +53,7 @@ echo "worker   loading model ${PNEUMO_MODEL_DIR:-models/demo} (log .run/worker.l
 
 echo "gateway  on http://127.0.0.1:${GATEWAY_PORT}  (docs at /docs, readiness at /readyz)"
 supervise gateway - \
-  uvicorn --factory gateway.app:create_app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-proxy-headers &
+  uvicorn --factory gateway.app:create_app --host 127.0.0.1 --port "$GATEWAY_PORT" --no-proxy-headers \
+    --http gateway.http_protocol:HeadDeadlineProtocol &
 supervisors+=($!)
 wait

@@ -206,6 +206,8 @@ def test_gateway_serves_8000_after_redis_is_healthy(compose):
         "--port",
         "8000",
         "--no-proxy-headers",
+        "--http",
+        "gateway.http_protocol:HeadDeadlineProtocol",
     ]
     assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
     assert any(port.endswith(":8000") for port in gateway["ports"])

@@ -129,6 +129,8 @@ def test_gateway_probes_healthz_for_liveness_and_readyz_for_readiness(k8s_docs):
         "--port",
         "8000",
         "--no-proxy-headers",
+        "--http",
+        "gateway.http_protocol:HeadDeadlineProtocol",
     ]
     assert container["ports"] == [{"name": "http", "containerPort": 8000}]
     assert gateway["spec"]["replicas"] >= 2, "one gateway is a single point of failure"

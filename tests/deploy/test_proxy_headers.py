@@ -34,9 +34,17 @@ def test_each_uvicorn_start_command_turns_proxy_headers_off(relative: str) -> No
         assert "--no-proxy-headers" in command, f"{relative}:{index + 1}"
 
 
+@pytest.mark.parametrize("relative", [name for name in START_FILES if name != "bench/processes.py"])
+def test_each_gateway_start_command_runs_the_head_deadline_protocol(relative: str) -> None:
+    # The benchmark's UvicornProcess adds it for the gateway only (its baseline is seed-like).
+    text = (REPO_ROOT / relative).read_text()
+    assert "--http" in text and "gateway.http_protocol:HeadDeadlineProtocol" in text, relative
+
+
 def test_pneumo_gateway_turns_proxy_headers_off() -> None:
     source = (REPO_ROOT / "gateway" / "cli.py").read_text()
     assert "uvicorn.run(" in source and "proxy_headers=False" in source
+    assert "http=PROTOCOL_PATH" in source
 
 
 def test_no_start_command_trusts_forwarded_headers_from_everyone() -> None:

@@ -7,6 +7,7 @@ holds in temporary files (its TMPDIR is the test's own directory).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.support.processes import GatewayProcess, RedisServer, wait_until, wor
 from tests.support.raw_http import (
     chunked,
     multipart_head,
+    read_answer,
     request_head,
     send_until_answered,
     temp_file_bytes,
@@ -29,6 +31,7 @@ KEY = "streaming-limits-key"
 ATTACK_BYTES = 300 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
 BODY_TIMEOUT_S = 1.0
+HEADER_TIMEOUT_S = 1.0
 SOCKET_BUFFERS_BYTES = 32 * 1024 * 1024
 
 
@@ -44,7 +47,7 @@ def keyed_gateway(
 ) -> Iterator[GatewayProcess]:  # fmt: skip
     environment = worker_environment(
         redis_server.url, tiny_model_dir, PNEUMO_API_KEYS=KEY, TMPDIR=str(temp_dir),
-        PNEUMO_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
+        PNEUMO_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S), PNEUMO_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
     )  # fmt: skip
     log_path = tmp_path_factory.mktemp("gateway-logs") / "gateway.log"
     process = GatewayProcess(environment, log_path).start()
@@ -96,6 +99,22 @@ def test_a_stalled_body_gets_408_and_the_connection_closed(keyed_gateway: Gatewa
 
     assert answer.status == 408, answer.body
     assert answer.error_code() == "request_timeout"
+    assert answer.headers.get("connection") == "close"
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API"], ids=["nothing", "half"]
+)
+def test_headers_that_do_not_arrive_in_time_get_408_and_the_connection_closed(
+    keyed_gateway: GatewayProcess, sent: bytes
+) -> None:
+    # A client that connects and stalls, before or inside its headers: uvicorn alone would hold
+    # the connection for ever (gateway.http_protocol); the server's deadline ends it.
+    with socket.create_connection(("127.0.0.1", keyed_gateway.port)) as connection:
+        connection.sendall(sent)
+        answer = read_answer(connection)
+
+    assert answer.status == 408, answer.body
     assert answer.headers.get("connection") == "close"
 
 
