@@ -69,13 +69,12 @@ class _Ledger:
         )
 
 
-class DecodeBudget:
-    """Thread-safe: for decodes running in threads (a worker's intake pool)."""
+class _Budget:
+    """What both budgets share: the ledger, and how full it is."""
 
     def __init__(self, capacity_bytes: int):
         self._ledger = _Ledger(capacity_bytes)
         return_freed_blocks_at_once()
-        self._changed = threading.Condition()
 
     @property
     def in_use(self) -> int:
@@ -84,6 +83,14 @@ class DecodeBudget:
     @property
     def waiting(self) -> int:
         return len(self._ledger.waiting)
+
+
+class DecodeBudget(_Budget):
+    """Thread-safe: for decodes running in threads (a worker's intake pool)."""
+
+    def __init__(self, capacity_bytes: int):
+        super().__init__(capacity_bytes)
+        self._changed = threading.Condition()
 
     @contextmanager
     def reserve(self, cost: int, wait_s: float | None = None) -> Iterator[None]:
@@ -107,21 +114,12 @@ class DecodeBudget:
                 self._changed.notify_all()
 
 
-class AsyncDecodeBudget:
+class AsyncDecodeBudget(_Budget):
     """For one event loop (a gateway process): waiting costs no thread."""
 
     def __init__(self, capacity_bytes: int):
-        self._ledger = _Ledger(capacity_bytes)
-        return_freed_blocks_at_once()
+        super().__init__(capacity_bytes)
         self._changed: asyncio.Condition | None = None  # made on first use, on its loop
-
-    @property
-    def in_use(self) -> int:
-        return self._ledger.in_use
-
-    @property
-    def waiting(self) -> int:
-        return len(self._ledger.waiting)
 
     @asynccontextmanager
     async def reserve(self, cost: int, wait_s: float | None = None) -> AsyncIterator[None]:
