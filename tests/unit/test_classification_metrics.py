@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn import metrics as sk
 from sklearn.calibration import calibration_curve
 
@@ -128,3 +129,67 @@ def test_bootstrap_intervals_bracket_the_point_estimate_and_are_reproducible() -
         assert low <= entry["value"] <= high, name
         assert 0.0 < high - low < 0.3, name
     assert first["roc_auc"]["value"] == pytest.approx(sk.roc_auc_score(labels, scores))
+
+
+def correlated_patients(patients: int, films: int, seed: int):
+    """Every film of a patient gets the patient's call: the extreme of films sharing anatomy."""
+    rng = np.random.default_rng(seed)
+    patient_labels = rng.random(patients) < 0.5
+    patient_scores = np.where(patient_labels, rng.normal(0.7, 0.2, patients), 0.3)
+    patient_scores += rng.normal(0.0, 0.2, patients)
+    labels = np.repeat(patient_labels.astype(int), films)
+    scores = np.repeat(patient_scores, films) + rng.normal(0.0, 0.01, patients * films)
+    return labels, scores, np.repeat(np.arange(patients), films)
+
+
+def test_patient_bootstrap_is_wider_than_the_image_bootstrap_when_films_are_correlated() -> None:
+    labels, scores, patients = correlated_patients(60, 5, seed=3)
+    by_image = metrics.bootstrap_metrics(labels, scores, 0.5, resamples=400, seed=2)
+    by_patient = metrics.bootstrap_metrics(labels, scores, 0.5, resamples=400, seed=2,
+                                           clusters=patients)  # fmt: skip
+    for name in ("accuracy", "recall", "specificity", "roc_auc"):
+        assert by_patient[name]["value"] == by_image[name]["value"]
+        image_width = np.diff(by_image[name]["ci95"])[0]
+        patient_width = np.diff(by_patient[name]["ci95"])[0]
+        # Five identical calls per patient: the effective sample is the 60 patients, about
+        # sqrt(5) = 2.2 times the image bootstrap's width; 1.5 leaves room for resampling noise.
+        assert patient_width > 1.5 * image_width, name
+
+
+def test_patient_bootstrap_with_one_film_per_patient_matches_the_image_bootstrap() -> None:
+    labels, scores = scored_cases(4)
+    names = np.array([f"patient-{index:04d}" for index in range(labels.size)])  # same order
+    assert metrics.bootstrap_metrics(labels, scores, 0.5, 200, 5, clusters=names) == (
+        metrics.bootstrap_metrics(labels, scores, 0.5, 200, 5)
+    )
+
+
+def test_every_resample_keeps_whole_patients_and_both_classes() -> None:
+    labels, _, patients = correlated_patients(30, 3, seed=1)
+    weights = metrics.cluster_resample_weights(labels, patients, resamples=50, seed=0)
+    assert weights.shape == (50, labels.size)
+    for row in weights:
+        per_patient = row.reshape(30, 3)
+        assert np.all(per_patient == per_patient[:, :1])  # a patient's films come together
+        assert row[labels == 1].sum() == 3 * len(set(patients[labels == 1]))
+        assert row[labels == 0].sum() == 3 * len(set(patients[labels == 0]))
+
+
+@pytest.mark.parametrize(("successes", "trials"), [(123, 124), (0, 10), (10, 10), (37, 80), (1, 1)])
+def test_clopper_pearson_matches_scipy_exact_binomial_interval(successes: int, trials: int) -> None:
+    reference = stats.binomtest(successes, trials).proportion_ci(0.95, method="exact")
+    low, high = metrics.clopper_pearson(successes, trials)
+    assert low == pytest.approx(reference.low, abs=1e-12)
+    assert high == pytest.approx(reference.high, abs=1e-12)
+
+
+def test_exact_intervals_of_sensitivity_and_specificity_come_from_the_confusion_counts() -> None:
+    # The issue's case: specificity 123/124, where the percentile bootstrap said 0.976-1.000.
+    labels = np.r_[np.zeros(124, int), np.ones(50, int)]
+    scores = np.r_[np.zeros(123), 1.0, np.ones(48), np.zeros(2)]
+    exact = metrics.exact_rate_intervals(labels, scores, 0.5)
+    assert (exact["specificity"]["successes"], exact["specificity"]["trials"]) == (123, 124)
+    assert (exact["recall"]["successes"], exact["recall"]["trials"]) == (48, 50)
+    low, high = exact["specificity"]["ci95"]
+    assert low == pytest.approx(0.9559, abs=5e-4) and high == pytest.approx(0.9998, abs=5e-4)
+    assert metrics.clopper_pearson(0, 0) == [None, None]

@@ -27,7 +27,24 @@ PARAMS = PreprocessParams(image_size=32)
         ("NORMAL2-IM-0372-0001.jpeg", "NORMAL2-IM-0372"),
         ("person7_bacteria_21.png", "person7"),  # phantoms use the same patterns
         ("NORMAL2-IM-0007-0002.png", "NORMAL2-IM-0007"),
-        ("scan_from_elsewhere.jpeg", "scan_from_elsewhere"),  # unknown: its own patient
+        # Names with more than one trailing group (they exist in the public set): the same
+        # patient as the one-group names, not a patient of their own.
+        ("IM-0011-0001-0002.jpeg", "IM-0011"),
+        ("IM-0011-0001.jpeg", "IM-0011"),
+        ("NORMAL2-IM-0832-0001-0002.jpeg", "NORMAL2-IM-0832"),
+        ("NORMAL2-IM-0832-0001.jpeg", "NORMAL2-IM-0832"),
+        ("person1_bacteria_1.jpeg", "person1"),
+        ("person1_virus_6.jpeg", "person1"),
+        ("person1_virus_8.jpeg", "person1"),
+        # Mendeley v2 names: the middle number is the patient.
+        ("NORMAL-28501-0001.jpeg", "28501"),
+        ("BACTERIA-1008087-0002.jpeg", "1008087"),
+        ("VIRUS-1053221-0001.jpeg", "1053221"),
+        ("scan_from_elsewhere.jpeg", "scan_from_elsewhere"),
+        (
+            "IM-0011.jpeg",
+            "IM-0011",
+        ),  # no film number: unknown pattern, its own patient  # unknown: its own patient
     ],
 )
 def test_patient_id_is_parsed_from_kermany_file_names(file_name: str, patient: str) -> None:
@@ -103,10 +120,35 @@ def test_kermany_folder_loads_with_manifest_and_no_test_patient_in_training(
         assert part.images.dtype == np.uint8
         expected = [data.CLASS_NAMES.index(entry["label"]) for entry in files[split]]
         assert part.labels.tolist() == expected
+        assert part.patients.tolist() == [entry["patient"] for entry in files[split]]
+    assert manifest["duplicates"] == {"within_split": 0, "across_splits": 0, "dropped": []}
     json.dumps(manifest)  # serialisable as written beside the model
     # Another carve of the same pool reuses the decoded images: still one entry per group.
     data.load_dataset(kermany_folder, PARAMS, splits=("train", "val"), seed=4)
     assert len(list((kermany_folder / "chest_xray/.cache").glob("*.npy"))) == 2
+
+
+def test_byte_identical_files_are_dropped_from_the_later_split_and_counted(
+    kermany_folder: Path,
+) -> None:
+    root = kermany_folder / "chest_xray"
+    train_file = root / "train/PNEUMONIA/person5_bacteria_1.jpeg"
+    # The same bytes under another patient's name in test, and twice within val.
+    (root / "test/PNEUMONIA/person900_bacteria_1.jpeg").write_bytes(train_file.read_bytes())
+    val_file = root / "val/NORMAL/NORMAL2-IM-1427-0001.jpeg"
+    (root / "val/NORMAL/NORMAL2-IM-1500-0001.jpeg").write_bytes(val_file.read_bytes())
+    dataset = data.load_dataset(kermany_folder, PARAMS, validation_fraction=0.25, seed=3)
+    duplicates = dataset.manifest["duplicates"]
+    assert (duplicates["within_split"], duplicates["across_splits"]) == (1, 1)
+    assert {(d["file"], d["duplicate_of"]) for d in duplicates["dropped"]} == {
+        ("test/PNEUMONIA/person900_bacteria_1.jpeg", "train/PNEUMONIA/person5_bacteria_1.jpeg"),
+        ("val/NORMAL/NORMAL2-IM-1500-0001.jpeg", "val/NORMAL/NORMAL2-IM-1427-0001.jpeg"),
+    }
+    kept = {entry["file"] for split in data.SPLITS for entry in dataset.manifest["files"][split]}
+    assert "test/PNEUMONIA/person900_bacteria_1.jpeg" not in kept
+    assert "val/NORMAL/NORMAL2-IM-1500-0001.jpeg" not in kept
+    assert dataset.manifest["counts"]["test"]["images"] == 2  # as shipped before the copy
+    assert len(dataset.splits["test"].patients) == 2
 
 
 def test_cached_images_are_exactly_what_the_worker_would_compute(kermany_folder: Path) -> None:

@@ -3,7 +3,8 @@
 Label convention: 1 = PNEUMONIA (positive), 0 = NORMAL. `scores` are P(pneumonia) or logits
 (anything monotone); a score at or above the threshold is called PNEUMONIA, as the worker does.
 Curves and AUCs follow scikit-learn's definitions, and the unit tests hold them to it. No
-TensorFlow here, so evaluation and tests can use these without loading a model.
+TensorFlow here (scipy only for the beta quantiles of exact intervals), so evaluation and tests
+can use these without loading a model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 THRESHOLD_METRICS = ("accuracy", "precision", "recall", "specificity", "f1")
 RANKING_METRICS = ("roc_auc", "pr_auc")
@@ -175,32 +177,77 @@ def bootstrap_metrics(
     threshold: float,
     resamples: int = 1000,
     seed: int = 0,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, dict]:
-    """Each metric as {"value", "ci95": [low, high]}: percentile bootstrap, resampling within
-    each class (as pROC does by default) so every resample has both classes for the AUCs."""
+    """Each metric as {"value", "ci95": [low, high]}: percentile bootstrap over `clusters`
+    (patient ids; each image its own cluster when None). Whole patients are resampled, because
+    a patient's films share anatomy and errors, so resampling films would count one patient's
+    evidence several times and narrow every interval. Resampling is within each class of
+    patient (one with any PNEUMONIA film counts as PNEUMONIA, as the split does), so every
+    resample has both classes for the AUCs (pROC's default, per image)."""
     labels, scores = np.asarray(labels).astype(int), np.asarray(scores, float)
-    indices = _stratified_resamples(labels, resamples, seed)
-    resampled_labels, resampled_calls = labels[indices] == 1, scores[indices] >= threshold
-    tp = np.sum(resampled_labels & resampled_calls, axis=1)
-    fp = np.sum(~resampled_labels & resampled_calls, axis=1)
-    fn = np.sum(resampled_labels & ~resampled_calls, axis=1)
-    tn = np.sum(~resampled_labels & ~resampled_calls, axis=1)
+    weights = cluster_resample_weights(labels, clusters, resamples, seed)
+    positive, called = labels == 1, scores >= threshold
+    tp, fp = weights @ (positive & called), weights @ (~positive & called)
+    fn, tn = weights @ (positive & ~called), weights @ (~positive & ~called)
     samples = rates_from_counts(tp, fp, fn, tn)
-    samples["roc_auc"] = np.array([roc_auc(labels[row], scores[row]) for row in indices])
-    samples["pr_auc"] = np.array([average_precision(labels[row], scores[row]) for row in indices])
+    rows = [np.repeat(np.arange(labels.size), row) for row in weights]
+    samples["roc_auc"] = np.array([roc_auc(labels[row], scores[row]) for row in rows])
+    samples["pr_auc"] = np.array([average_precision(labels[row], scores[row]) for row in rows])
     point = threshold_metrics(labels, scores, threshold)
     point.update(roc_auc=roc_auc(labels, scores), pr_auc=average_precision(labels, scores))
     return {name: _with_interval(point[name], samples[name]) for name in point}
 
 
-def _stratified_resamples(labels: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+def cluster_resample_weights(
+    labels: np.ndarray, clusters: np.ndarray | None, resamples: int, seed: int
+) -> np.ndarray:
+    """(resamples, N) ints: how often each image enters each resample, drawn by whole cluster,
+    as many clusters as there are of each cluster class, with replacement."""
+    if clusters is None:
+        clusters = np.arange(labels.size)
+    names, cluster_of_image = np.unique(np.asarray(clusters), return_inverse=True)
+    cluster_label = np.zeros(names.size, dtype=int)
+    np.maximum.at(cluster_label, cluster_of_image, labels)
     rng = np.random.default_rng(seed)
-    columns = []
+    draws = np.zeros((resamples, names.size), dtype=np.int64)
     for value in (0, 1):
-        members = np.flatnonzero(labels == value)
+        members = np.flatnonzero(cluster_label == value)
         if members.size:
-            columns.append(members[rng.integers(0, members.size, (resamples, members.size))])
-    return np.concatenate(columns, axis=1)
+            picked = members[rng.integers(0, members.size, (resamples, members.size))]
+            np.add.at(draws, (np.arange(resamples)[:, None], picked), 1)
+    return draws[:, cluster_of_image]
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> list[float | None]:
+    """Exact binomial interval (Clopper & Pearson 1934) from beta quantiles; it never falls
+    outside [0, 1] and keeps its coverage near 0 and 1, where a percentile bootstrap of a
+    proportion like 123/124 collapses onto the observed value. Counts images as independent."""
+    if trials <= 0:
+        return [None, None]
+    tail = (1.0 - confidence) / 2.0
+    low = 0.0 if successes == 0 else stats.beta.ppf(tail, successes, trials - successes + 1)
+    high = (
+        1.0 if successes == trials else stats.beta.ppf(1 - tail, successes + 1, trials - successes)
+    )
+    return [float(low), float(high)]
+
+
+def exact_rate_intervals(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Clopper–Pearson intervals of sensitivity (recall) and specificity at the threshold."""
+    (tn, fp), (fn, tp) = confusion_matrix(labels, np.asarray(scores) >= threshold)
+    return {
+        "recall": {
+            "successes": int(tp),
+            "trials": int(tp + fn),
+            "ci95": clopper_pearson(tp, tp + fn),
+        },
+        "specificity": {
+            "successes": int(tn),
+            "trials": int(tn + fp),
+            "ci95": clopper_pearson(tn, tn + fp),
+        },
+    }
 
 
 def _with_interval(value: float, samples: np.ndarray) -> dict:

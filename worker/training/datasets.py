@@ -28,9 +28,16 @@ CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = label; 1 = PNEUMONIA
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 MANIFEST_FILE = "split_manifest.json"
-# person1234_bacteria_5678, person12_virus_34 -> person1234; IM-0115-0001 -> IM-0115;
-# NORMAL2-IM-0372-0001 -> NORMAL2-IM-0372 (the two NORMAL series number patients separately).
-PATIENT_PATTERNS = (re.compile(r"^(person\d+)_"), re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+$"))
+# person1234_bacteria_5678, person12_virus_34 -> person1234; IM-0115-0001 and IM-0011-0001-0002
+# -> IM-0115, IM-0011 (every trailing group numbers a film of that patient); NORMAL2-IM-0372-0001
+# and NORMAL2-IM-0832-0001-0002 -> NORMAL2-IM-0372, NORMAL2-IM-0832 (the two NORMAL series number
+# patients separately). Mendeley v2's NORMAL-28501-0001, BACTERIA-1008087-0001 and
+# VIRUS-1053221-0001 -> 28501, 1008087, 1053221: the class words share one patient number space.
+PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_"),
+    re.compile(r"^((?:NORMAL2-)?IM-\d+)(?:-\d+)+$"),
+    re.compile(r"^(?:NORMAL|BACTERIA|VIRUS)-(\d+)(?:-\d+)+$"),
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Record:
 class SplitData:
     images: np.ndarray  # uint8 (N, S, S), the output of load_radiograph / preprocess
     labels: np.ndarray  # int64 (N,), 1 = PNEUMONIA
+    patients: np.ndarray  # str (N,): the bootstrap resamples these; one per image without ids
 
 
 @dataclass
@@ -126,7 +134,7 @@ def plan_kermany_splits(
     root: Path, validation_fraction: float, seed: int
 ) -> tuple[dict[str, list[Record]], dict]:
     """train/val/test record lists plus what was done to get them (for the manifest)."""
-    on_disk = scan_kermany(root)
+    on_disk, duplicates = drop_duplicates(root, scan_kermany(root))
     test_patients = {record.patient_id for record in on_disk["test"]}
     pool = on_disk["train"] + on_disk["val"]
     # A patient seen in test must not be trained or tuned on: drop them from the pool.
@@ -134,14 +142,44 @@ def plan_kermany_splits(
     train, validation = carve_validation(kept, validation_fraction, seed)
     notes = {
         "shipped_counts": {split: len(records) for split, records in on_disk.items()},
+        "duplicates": duplicates,
         "dropped_for_test_patient_overlap": len(pool) - len(kept),
         "rule": (
+            "byte-identical files dropped (the later copy in train, val, test and file order), "
             f"train+val pooled, patients also in test dropped, then a patient-disjoint, "
             f"class-stratified {validation_fraction:.0%} of images carved out as val "
-            f"(seed {seed}); test used as shipped"
+            f"(seed {seed}); test used as shipped otherwise"
         ),
     }
     return {"train": train, "val": validation, "test": on_disk["test"]}, notes
+
+
+def content_hash(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def drop_duplicates(
+    root: Path, on_disk: dict[str, list[Record]]
+) -> tuple[dict[str, list[Record]], dict]:
+    """Keep the first copy of each byte-identical file, in SPLITS order then file order, so a
+    film shipped in both train and test is trained on and not tested on, and a film shipped
+    twice in one split is not counted twice. Byte identity only: a re-encoded copy slips by."""
+    first_seen: dict[str, str] = {}
+    kept: dict[str, list[Record]] = {}
+    dropped = []
+    for split in SPLITS:
+        kept[split] = []
+        for record in on_disk[split]:
+            digest = content_hash(root / record.file)
+            original = first_seen.setdefault(digest, record.file)
+            if original == record.file:
+                kept[split].append(record)
+            else:
+                dropped.append({"file": record.file, "duplicate_of": original, "sha256": digest})
+    across = sum(d["file"].split("/")[0] != d["duplicate_of"].split("/")[0] for d in dropped)
+    summary = {"within_split": len(dropped) - across, "across_splits": across, "dropped": dropped}
+    return kept, summary
 
 
 def load_kermany(
@@ -171,6 +209,7 @@ def load_kermany(
         loaded[split] = SplitData(
             images[[rows[record.file] for record in records]],
             np.array([record.label for record in records], dtype=np.int64),
+            np.array([record.patient_id for record in records]),
         )
     fingerprint = kermany_fingerprint(root, plan)
     manifest = kermany_manifest(root, plan, notes, fingerprint, validation_fraction, seed)
@@ -249,7 +288,9 @@ def load_medmnist(
                 )
             labels = np.asarray(archive[f"{split}_labels"]).reshape(-1).astype(np.int64)
             images = np.stack([preprocess(image, params) for image in raw])
-            loaded[split] = SplitData(images, labels)
+            # MedMNIST carries no patient ids: each image stands for itself.
+            patients = np.array([f"{split}-{row}" for row in range(len(labels))])
+            loaded[split] = SplitData(images, labels, patients)
             counts[split] = {
                 "images": len(labels),
                 "NORMAL": int(np.sum(labels == 0)),

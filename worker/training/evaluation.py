@@ -60,20 +60,37 @@ def calibration_summary(
 
 
 def summarize(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float, resamples: int, seed: int
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    resamples: int,
+    seed: int,
+    patients: np.ndarray | None = None,
 ) -> dict:
-    """metrics.json: every metric with a bootstrap 95% CI and the confusion matrix (the
-    caller adds calibration, which needs the raw logits)."""
+    """metrics.json: every metric with a patient-level bootstrap 95% CI, exact intervals for
+    sensitivity and specificity, and the confusion matrix (the caller adds calibration, which
+    needs the raw logits)."""
     labels = np.asarray(labels).astype(int)
-    intervals = metrics.bootstrap_metrics(labels, probabilities, threshold, resamples, seed)
+    intervals = metrics.bootstrap_metrics(
+        labels, probabilities, threshold, resamples, seed, clusters=patients
+    )
+    patient_count = labels.size if patients is None else len(set(patients.tolist()))
     return {
         **intervals,
+        "exact_ci95": metrics.exact_rate_intervals(labels, probabilities, threshold),
         "threshold": float(threshold),
         "confusion_matrix": metrics.confusion_matrix(labels, probabilities >= threshold).tolist(),
         "confusion_matrix_layout": "[[TN, FP], [FN, TP]]; rows = truth, columns = prediction",
         "images": int(labels.size),
         "pneumonia": int(labels.sum()),
-        "bootstrap": {"resamples": resamples, "seed": seed, "method": "percentile, stratified"},
+        "patients": int(patient_count),
+        "bootstrap": {
+            "resamples": resamples,
+            "seed": seed,
+            "method": "percentile; whole patients resampled within patient class",
+        },
+        "exact_ci95_method": "Clopper-Pearson on image counts (treats a patient's films as "
+        "independent; the bootstrap interval accounts for patients)",
     }
 
 
@@ -109,7 +126,9 @@ def evaluate_model(
     predictions = runtime.predict(data.images)
     probabilities = np.array([prediction.probability for prediction in predictions])
     raw_logits = np.array([prediction.logit for prediction in predictions])
-    summary = summarize(data.labels, probabilities, runtime.threshold, resamples, seed)
+    summary = summarize(
+        data.labels, probabilities, runtime.threshold, resamples, seed, data.patients
+    )
     summary["calibration"] = calibration_summary(
         data.labels, probabilities, raw_logits, runtime.card
     )
@@ -156,7 +175,9 @@ def record_in_card(model_dir: Path, evaluation: Evaluation) -> ModelCard:
         ece_before_calibration=summary["calibration"]["before"]["ece"],
         threshold=summary["threshold"],
         confusion_matrix=summary["confusion_matrix"],
+        exact_ci95=summary["exact_ci95"],
         images=summary["images"],
+        patients=summary["patients"],
         data=summary["data"],
     )
     card = card.model_copy(update={"metrics": {**card.metrics, summary["data"]["split"]: entry}})

@@ -89,6 +89,7 @@ def _metrics_markdown(named: dict) -> list[str]:
         for key, label in METRIC_LABELS.items()
         if key in named
     ]
+    lines += _exact_markdown(named.get("exact_ci95", {}))
     if "ece_before_calibration" in named:
         lines.append(f"| ECE before calibration | {_number(named['ece_before_calibration'])} |")
     if "ece" in named:
@@ -203,6 +204,10 @@ def metrics_table(summary: dict, title: str) -> Table:
         entry = summary[key]
         low, high = entry["ci95"]
         table.add_row(label, _number(entry["value"]), f"{_number(low)} - {_number(high)}")
+    for key, entry in summary.get("exact_ci95", {}).items():
+        low, high = entry["ci95"]
+        count = f"{entry['successes']}/{entry['trials']}"
+        table.add_row(f"{METRIC_LABELS[key]}, exact", count, f"{_number(low)} - {_number(high)}")
     calibration = summary["calibration"]
     table.add_row("ECE before calibration", _number(calibration["before"]["ece"]), "")
     table.add_row("ECE (10 bins)", _number(calibration["ece"]), "")
@@ -246,6 +251,17 @@ def write_report(evaluation, model_dir: Path, out_dir: Path) -> Path:
     return report
 
 
+def _exact_cell(entry: dict) -> str:
+    low, high = entry["ci95"]
+    return f"{entry['successes']}/{entry['trials']} ({_number(low)}-{_number(high)})"
+
+
+def _exact_markdown(exact: dict) -> list[str]:
+    return [
+        f"| {METRIC_LABELS[key]}, exact | {_exact_cell(entry)} |" for key, entry in exact.items()
+    ]
+
+
 def render_report(summary: dict, figures: list[str]) -> str:
     model, data = summary["model"], summary["data"]
     lines = [f"# Evaluation: {model['name']} {model['version']}", ""]
@@ -260,7 +276,9 @@ def render_report(summary: dict, figures: list[str]) -> str:
         f"({summary['pneumonia'] / max(summary['images'], 1):.1%}); "
         f"fingerprint `{data['fingerprint'][:16]}`",
         f"- Threshold P(pneumonia) >= {summary['threshold']:.4f} (chosen on validation)",
-        f"- 95% CIs: {summary['bootstrap']['resamples']} stratified bootstrap resamples",
+        f"- 95% CIs: percentile bootstrap, {summary['bootstrap']['resamples']} resamples of "
+        f"whole patients ({summary.get('patients', summary['images'])} patients) within "
+        "each patient class; exact rows: Clopper-Pearson on image counts",
         "",
         *_metrics_markdown(
             {
