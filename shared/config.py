@@ -22,9 +22,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PNEUMO_", frozen=True, extra="ignore")
 
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Redis: the broker, the job records and the blobs."
+        "redis://127.0.0.1:6379/0",
+        description="Redis: the job records and the blobs, and the broker unless `broker_url` "
+        "names another.",
     )
-    queue_name: str = Field("pneumo", description="The Celery queue (a Redis list) of job ids.")
+    broker_url: str | None = Field(
+        None,
+        description="The Celery broker, if not `redis_url`: `amqp://user:password@host:5672/vhost` "
+        "for RabbitMQ (a quorum queue, publisher confirms, the broker's own acknowledgements; "
+        "docs/scaling.md), or another `redis://` URL. Job records stay in `redis_url`.",
+    )
+    broker_depth_sample_ms: int = Field(
+        500,
+        gt=0,
+        description="With a broker other than `redis_url`, the gateway asks it how many jobs wait "
+        "(for `max_queue_depth` and /metrics) at most this often, however many submissions arrive.",
+    )
+    queue_name: str = Field(
+        "pneumo", description="The Celery queue of job ids (a Redis list, or a RabbitMQ queue)."
+    )
     key_prefix: str = Field("pneumo", description="Prefix of every Redis key the service writes.")
     redis_pool_size: int = Field(
         100,
