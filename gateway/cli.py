@@ -28,5 +28,19 @@ def gateway(
                 log_level=log_level, proxy_headers=False, http=PROTOCOL_PATH)  # fmt: skip
 
 
+def dicom_delivery(
+    concurrency: Annotated[int, typer.Option(min=1, help="Deliveries in flight.")] = 4,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Send the DICOM results (SR + Secondary Capture) of jobs from the DICOM network to the
+    PACS in PNEUMO_DICOM_DESTINATION (C-STORE) or PNEUMO_DICOMWEB_DESTINATION (STOW-RS), with
+    retries (gateway.dicom_delivery)."""
+    from gateway.dicom_delivery import run
+    from shared.config import get_settings
+
+    run(get_settings(), concurrency, log_level)
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command("gateway")(gateway)
+    app.command("dicom-delivery")(dicom_delivery)

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What a key's name may be: it lands in logs and metric labels.
 KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# Where results go by C-STORE: AE title (1-16 characters, no backslash) @ host : port.
+DICOM_DESTINATION = re.compile(r"[ -\[\]-~]{1,16}@[A-Za-z0-9.:\[\]_-]+:[0-9]{1,5}")
 
 
 class Settings(BaseSettings):
@@ -252,6 +254,44 @@ class Settings(BaseSettings):
         description="Answer a client's repeated image (same bytes, method and live model) with "
         "its earlier succeeded job instead of computing it again.",
     )
+    dicom_destination: str = Field(
+        "",
+        description="Where DICOM results (SR + Secondary Capture) of jobs from the DICOM network "
+        "are sent by C-STORE: `AET@host:port` of the PACS. Empty: not by DIMSE. Set at most one "
+        "of this and `dicomweb_destination`; `pneumo dicom-delivery` sends.",
+    )
+    dicomweb_destination: str = Field(
+        "",
+        description="Where those results are sent by STOW-RS instead: the DICOMweb base URL "
+        "(they are POSTed to `{url}/studies`). Empty: not by DICOMweb.",
+    )
+    delivery_ae_title: str = Field(
+        "PNEUMO", description="The calling AE title DICOM results are sent from."
+    )
+    delivery_queue_name: str = Field(
+        "pneumo-delivery", description="The Celery queue of job ids whose results to send."
+    )
+    delivery_attempts: int = Field(
+        6, ge=1, description="Tries to send a job's results before its delivery is `failed`."
+    )
+    delivery_backoff_s: float = Field(
+        2.0,
+        gt=0,
+        description="Wait before the second try; doubled for each further one, up to "
+        "`delivery_backoff_max_s`.",
+    )
+    delivery_backoff_max_s: float = Field(
+        300.0, gt=0, description="The longest wait between two tries."
+    )
+    delivery_timeout_s: float = Field(
+        30.0, gt=0, description="Network timeout of one try (association, C-STORE, HTTP)."
+    )
+    delivery_poll_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often a delivery looks again whether its job has finished; sets the "
+        "least delay from result to PACS.",
+    )
 
     @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -273,6 +313,19 @@ class Settings(BaseSettings):
     def named_api_keys(self) -> dict[str, str]:
         """name -> key, in the order configured."""
         return dict(split_named_key(entry) for entry in self.api_keys)
+
+    @field_validator("dicom_destination")
+    @classmethod
+    def _destination_is_aet_at_host_port(cls, value: str) -> str:
+        if value and not DICOM_DESTINATION.fullmatch(value):
+            raise ValueError(f"dicom_destination {value!r} is not AET@host:port.")
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Settings:
+        if self.dicom_destination and self.dicomweb_destination:
+            raise ValueError("Set dicom_destination or dicomweb_destination, not both.")
+        return self
 
     @model_validator(mode="after")
     def _time_limits_nest(self) -> Settings:

@@ -188,6 +188,12 @@ class PictureExpired(NotFound):
     code = "picture_expired"
 
 
+class NoDicomResults(NotFound):
+    """The job did not come from the DICOM network (or its header expired): no DICOM results."""
+
+    code = "no_dicom_results"
+
+
 class UnknownPath(NotFound):
     """No route, picture or static file by that name."""
 

@@ -86,6 +86,23 @@ class JobError(BaseModel):
     message: str
 
 
+DeliveryState = Literal["pending", "delivered", "failed", "skipped"]
+
+
+class Delivery(BaseModel):
+    """Where sending the job's DICOM results to the configured PACS stands
+    (`gateway.dicom_delivery`); set only for jobs from the DICOM network while a destination is
+    configured."""
+
+    state: DeliveryState = Field(
+        description="pending: waiting for the job or for the next try; delivered: the PACS "
+        "took both objects; failed: every try failed, nothing more will be tried; skipped: the "
+        "job failed, so there is nothing to send."
+    )
+    attempts: int = Field(0, description="Tries made so far.")
+    last_error: str | None = Field(None, description="Why the last try failed.")
+
+
 class Job(BaseModel):
     job_id: str
     status: JobStatus
@@ -99,6 +116,7 @@ class Job(BaseModel):
     explanation: Explanation | None = None
     error: JobError | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    delivery: Delivery | None = None
     # The digest of the API key that made the job (gateway.security), kept in the record and
     # never sent: other keys are told the job does not exist. None when keys are off.
     owner: SkipJsonSchema[str | None] = None

@@ -197,6 +197,11 @@ class AsyncStore:
         counts = await self.client.hgetall(self.keys.result_counts)
         return {cast(bytes, name).decode(): int(count) for name, count in counts.items()}
 
+    async def delivery_counts(self) -> dict[str, int]:
+        """DICOM result deliveries by outcome (`SyncStore.update_delivery`), ever."""
+        counts = await self.client.hgetall(self.keys.deliveries)
+        return {cast(bytes, name).decode(): int(count) for name, count in counts.items()}
+
     async def live_workers(self, max_age_s: float) -> dict[str, dict]:
         """Workers whose heartbeat is recent; stale entries are pruned as a side effect."""
         entries = await self.client.hgetall(self.keys.workers)

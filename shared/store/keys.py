@@ -70,6 +70,10 @@ class Keys:
         return f"{self.prefix}:results"
 
     @property
+    def deliveries(self) -> str:
+        return f"{self.prefix}:deliveries"
+
+    @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 

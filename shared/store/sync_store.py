@@ -9,9 +9,9 @@ from typing import cast
 
 import redis
 
-from shared.schemas import Job
+from shared.schemas import Delivery, Job
 from shared.store.keys import Keys
-from shared.store.records import Loaded, Write, load_job, ttl_left
+from shared.store.records import Loaded, Write, load_job, parse_job, ttl_left
 from shared.store.scripts import WRITE_UNLESS_FINAL
 
 
@@ -43,6 +43,31 @@ class SyncStore:
         if not job_ids:
             return []
         return cast(list, self.client.mget([self.keys.blob(job_id, name) for job_id in job_ids]))
+
+    def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
+        return cast(list, self.client.mget([self.keys.blob(job_id, name) for name in names]))
+
+    def update_delivery(self, job_id: str, delivery: Delivery, outcome: str = "") -> bool:
+        """Set the job's delivery state (`gateway.dicom_delivery`), its TTL kept, and count
+        `outcome` for /metrics in the same transaction. False, writing nothing, when the job is
+        gone: a deleted job is not brought back. Raises `CorruptRecord` for an unreadable one."""
+        key = self.keys.job(job_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    job = parse_job(job_id, cast(bytes | None, pipe.get(key)))
+                    if job is None:
+                        return False
+                    job.delivery = delivery
+                    pipe.multi()
+                    pipe.set(key, job.record_json(), keepttl=True)
+                    if outcome:
+                        pipe.hincrby(self.keys.deliveries, outcome, 1)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:  # the record changed meanwhile: read it again
+                    continue
 
     def load_jobs(self, job_ids: Sequence[str]) -> list[Loaded]:
         records = cast(list, self.client.mget([self.keys.job(job_id) for job_id in job_ids]))

@@ -1,0 +1,236 @@
+"""Sending a job's DICOM results to the configured PACS: `pneumo dicom-delivery`.
+
+A Celery worker of its own, on its own queue (`Settings.delivery_queue_name`), next to the
+gateway rather than in the model workers: it needs highdicom and pynetdicom, not the model;
+a slow or unreachable PACS then holds up only deliveries, never predictions; and it scales
+and restarts on its own. The intake queues one delivery per job from the DICOM network when a
+destination is set (`enqueue_delivery`: the job id only, as for predictions), in the same
+step as the prediction, so a delivery exists for every such job and is never dropped: the
+message is acknowledged late and comes back if this process dies.
+
+A delivery waits for its job to finish (it looks again every `delivery_poll_s`), then builds
+the SR and the Secondary Capture (`gateway.dicom_outputs`) and sends both by C-STORE
+(`dicom_destination`) or STOW-RS (`dicomweb_destination`). A failed try is retried after
+`delivery_backoff_s`, doubled each time, up to `delivery_attempts` tries. Every step is written
+to the job (`Job.delivery`: state, attempts, last error) and counted for /metrics
+(`pneumo_dicom_deliveries_total{outcome}`). Sending again what a PACS already holds is
+harmless: the objects' UIDs are the job's own, so it keeps one copy.
+
+Privacy: only the job id travels through the broker; errors name statuses and addresses,
+never a value from the header; pynetdicom's records (which can quote elements) stay out of
+the logs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from celery import Celery, Task
+
+from gateway.dicom_outputs import SOURCES, build
+from shared.config import Settings
+from shared.dicom_results import DicomResults
+from shared.errors import CorruptRecord, NoDicomResults, PictureExpired
+from shared.queue import make_celery
+from shared.schemas import Delivery, Job, JobStatus
+from shared.store import SyncStore
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "pneumo.deliver_dicom"
+# C-STORE statuses that mean stored: success, and the warnings (coerced, elements discarded,
+# dataset does not match the SOP class), which a PACS sends for instances it kept.
+STORED = (0x0000, 0xB000, 0xB006, 0xB007)
+FAILED_SOP_SEQUENCE = "00081198"  # in a STOW-RS response: the instances it did not store
+
+
+def delivery_configured(settings: Settings) -> bool:
+    return bool(settings.dicom_destination or settings.dicomweb_destination)
+
+
+def enqueue_delivery(app: Celery, settings: Settings, job_id: str) -> None:
+    app.send_task(DELIVER_TASK, args=[job_id], queue=settings.delivery_queue_name)
+
+
+class DeliveryFailed(Exception):
+    """One try failed; the message says why without any value from the objects."""
+
+
+class Sender(Protocol):
+    def send(self, results: DicomResults) -> None: ...
+
+
+class CStoreSender:
+    """C-STORE SCU to `AET@host:port`, one association per delivery."""
+
+    def __init__(self, destination: str, calling_ae_title: str, timeout_s: float):
+        self.called, _, address = destination.partition("@")
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.calling, self.timeout_s = calling_ae_title, timeout_s
+
+    def send(self, results: DicomResults) -> None:
+        from pydicom import dcmread
+        from pynetdicom import AE
+        from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
+
+        entity = AE(ae_title=self.calling)
+        entity.acse_timeout = entity.dimse_timeout = entity.network_timeout = self.timeout_s
+        entity.connection_timeout = self.timeout_s
+        for sop_class in (SecondaryCaptureImageStorage, ComprehensiveSRStorage):
+            entity.add_requested_context(sop_class, "1.2.840.10008.1.2.1")
+        where = f"{self.called} at {self.host}:{self.port}"
+        association = entity.associate(self.host, self.port, ae_title=self.called)
+        if not association.is_established:
+            raise DeliveryFailed(f"No association with {where} (refused, rejected or unreachable).")
+        try:
+            for data in (results.secondary_capture, results.structured_report):
+                status = association.send_c_store(dcmread(io.BytesIO(data)))
+                code = status.get("Status") if status else None
+                if code is None:
+                    raise DeliveryFailed(f"No C-STORE response from {where} (lost or timed out).")
+                if int(code) not in STORED:
+                    raise DeliveryFailed(f"{where} answered C-STORE with status 0x{code:04X}.")
+        finally:
+            association.release()
+
+
+class StowSender:
+    """STOW-RS: both objects in one `multipart/related` POST to `{base}/studies`."""
+
+    def __init__(self, base_url: str, timeout_s: float):
+        self.url, self.timeout_s = base_url.rstrip("/") + "/studies", timeout_s
+
+    def send(self, results: DicomResults) -> None:
+        boundary = uuid.uuid4().hex
+        parts = (results.secondary_capture, results.structured_report)
+        opening = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        body = b"".join(opening + part + b"\r\n" for part in parts) + f"--{boundary}--".encode()
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        try:
+            response = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout_s)
+        except httpx.HTTPError as error:
+            raise DeliveryFailed(
+                f"STOW-RS to {self.url} failed ({type(error).__name__})."
+            ) from None
+        refused = response.status_code == 202 and FAILED_SOP_SEQUENCE in _json(response)
+        if response.status_code not in (200, 202) or refused:
+            raise DeliveryFailed(
+                f"STOW-RS to {self.url} answered HTTP {response.status_code}"
+                + (" with failed instances." if refused else ".")
+            )
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def sender_for(settings: Settings) -> Sender:
+    if settings.dicom_destination:
+        return CStoreSender(
+            settings.dicom_destination, settings.delivery_ae_title, settings.delivery_timeout_s
+        )
+    return StowSender(settings.dicomweb_destination, settings.delivery_timeout_s)
+
+
+@dataclass
+class Deliverer:
+    """One look at one job's delivery (`step`): the plain logic the task wraps."""
+
+    store: SyncStore
+    settings: Settings
+    sender: Sender
+
+    def step(self, job_id: str) -> float | None:
+        """Seconds until the next look at this job, or None when its delivery is settled."""
+        (loaded,) = self.store.load_jobs([job_id])
+        if loaded is None:  # deleted or expired: nothing to send, nowhere to say so
+            return None
+        if isinstance(loaded, CorruptRecord):
+            log.error("Job %s: record unreadable, its DICOM results are not sent", job_id)
+            return None
+        job, delivery = loaded, loaded.delivery or Delivery(state="pending")
+        if delivery.state != "pending":  # a repeated message after the outcome was written
+            return None
+        if not job.status.is_final:
+            return self.settings.delivery_poll_s
+        if job.status is JobStatus.failed:
+            self._write(job_id, Delivery(state="skipped", attempts=delivery.attempts), "skipped")
+            return None
+        return self._try(job_id, job, delivery.attempts + 1)
+
+    def _try(self, job_id: str, job: Job, attempts: int) -> float | None:
+        try:
+            self.sender.send(build(job, self.store.blobs(job_id, SOURCES)))
+        except (NoDicomResults, PictureExpired) as error:  # cannot be built: no try will do
+            self._give_up(job_id, attempts, error.message)
+            return None
+        except DeliveryFailed as error:
+            if attempts >= self.settings.delivery_attempts:
+                self._give_up(job_id, attempts, str(error))
+                return None
+            self._write(job_id, Delivery(state="pending", attempts=attempts,
+                                         last_error=str(error)), "retried")  # fmt: skip
+            log.warning("Job %s: DICOM results not delivered (try %d): %s", job_id, attempts,
+                        error)  # fmt: skip
+            return self.backoff_s(attempts)
+        self._write(job_id, Delivery(state="delivered", attempts=attempts), "delivered")
+        log.info("Job %s: DICOM results delivered (try %d)", job_id, attempts)
+        return None
+
+    def backoff_s(self, attempts: int) -> float:
+        """The wait after failed try number `attempts`: doubling, capped, and short of the
+        broker's visibility timeout (a message held longer would be handed out twice)."""
+        wait = self.settings.delivery_backoff_s * 2 ** (attempts - 1)
+        return min(wait, self.settings.delivery_backoff_max_s,
+                   self.settings.visibility_timeout_s / 2)  # fmt: skip
+
+    def _give_up(self, job_id: str, attempts: int, reason: str) -> None:
+        self._write(job_id, Delivery(state="failed", attempts=attempts, last_error=reason),
+                    "failed")  # fmt: skip
+        log.error("Job %s: DICOM results not delivered, given up after %d tries: %s", job_id,
+                  attempts, reason)  # fmt: skip
+
+    def _write(self, job_id: str, delivery: Delivery, outcome: str) -> None:
+        self.store.update_delivery(job_id, delivery, outcome)
+
+
+def create_delivery_app(settings: Settings, sender: Sender | None = None) -> Celery:
+    """The delivery process's app, its one task registered."""
+    app = make_celery(settings, "pneumo-delivery")
+    app.conf.task_default_queue = settings.delivery_queue_name
+    store = SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s)
+    deliverer = Deliverer(store, settings, sender or sender_for(settings))
+
+    @app.task(name=DELIVER_TASK, bind=True, max_retries=None)
+    def deliver(task: Task, job_id: str) -> None:
+        wait_s = deliverer.step(job_id)
+        if wait_s is not None:
+            raise task.retry(countdown=wait_s)
+
+    return app
+
+
+def run(settings: Settings, concurrency: int, log_level: str) -> None:
+    if not delivery_configured(settings):
+        raise SystemExit("Set PNEUMO_DICOM_DESTINATION or PNEUMO_DICOMWEB_DESTINATION first.")
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its DEBUG quotes elements
+    app = create_delivery_app(settings)
+    app.worker_main([
+        "worker", "-Q", settings.delivery_queue_name, "--pool", "threads", "-c", str(concurrency),
+        "-n", "delivery@%h", "--without-gossip", "--without-mingle", "--loglevel", log_level,
+    ])  # fmt: skip
