@@ -76,14 +76,18 @@ class CStoreSender:
 
     def send(self, results: DicomResults) -> None:
         from pydicom import dcmread
+        from pydicom.uid import (
+            ComprehensiveSRStorage,
+            ExplicitVRLittleEndian,
+            SecondaryCaptureImageStorage,
+        )
         from pynetdicom import AE
-        from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
         entity = AE(ae_title=self.calling)
         entity.acse_timeout = entity.dimse_timeout = entity.network_timeout = self.timeout_s
         entity.connection_timeout = self.timeout_s
         for sop_class in (SecondaryCaptureImageStorage, ComprehensiveSRStorage):
-            entity.add_requested_context(sop_class, "1.2.840.10008.1.2.1")
+            entity.add_requested_context(sop_class, ExplicitVRLittleEndian)
         where = f"{self.called} at {self.host}:{self.port}"
         association = entity.associate(self.host, self.port, ae_title=self.called)
         if not association.is_established:

@@ -117,8 +117,8 @@ def secondary_capture(source: Dataset, job: Job, pictures: Pictures) -> Dataset:
     capture.SeriesDescription = "AI pneumonia triage: Grad-CAM overlay"
     capture.ImageComments = summary(result)[:10240]
     capture.BurnedInAnnotation = "NO"
-    capture.PatientOrientation = source.get("PatientOrientation") or None
-    capture.Laterality = source.get("Laterality") or None
+    for keyword in ("PatientOrientation", "Laterality"):  # the film's, or empty (type 2C)
+        setattr(capture, keyword, source.get(keyword) or None)
     capture.SourceImageSequence = [_reference(source)]
     return _finish(capture, source, job)
 
