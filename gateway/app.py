@@ -23,7 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gateway.prometheus_metrics import Metrics
 from gateway.rate_limit import RateLimiter
 from gateway.request_body import CLOSE_CONNECTION, BodyBudget, BodyRefused, limited_receive
-from gateway.routes import batches, compat, jobs, ops, web
+from gateway.routes import batches, compat, dicom_results, jobs, ops, web
 from gateway.security import Guard
 from gateway.serving import ServingPreprocessing
 from gateway.wakeups import FinishedJobs
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.trusted_proxies:  # outermost: the guard sees the client the proxy names
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     # web first: its /v1/jobs/{id}/input.png must match before jobs' /v1/jobs/{id}/{name}.png.
-    for module in (web, jobs, batches, compat, ops):
+    for module in (web, jobs, dicom_results, batches, compat, ops):
         app.include_router(module.router)
     return app
 

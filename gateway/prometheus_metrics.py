@@ -34,6 +34,28 @@ class StoredResultCounts(Collector):
         yield family
 
 
+class StoredDeliveryCounts(Collector):
+    """`pneumo_dicom_deliveries_total{outcome}`: DICOM result deliveries by outcome, counted in
+    the store by the delivery process (`gateway.dicom_delivery`); like the result counts, the
+    same totals from every gateway. `failed` rising means results that will not arrive."""
+
+    OUTCOMES = ("delivered", "retried", "failed", "skipped")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "pneumo_dicom_deliveries",
+            "DICOM result deliveries to the PACS, by outcome: delivered, retried (a try failed, "
+            "another follows), failed (given up), skipped (the job failed: nothing to send).",
+            labels=["outcome"],
+        )
+        for outcome in self.OUTCOMES:
+            family.add_metric([outcome], self.counts.get(outcome, 0))
+        yield family
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -78,3 +100,5 @@ class Metrics:
         )
         self.results = StoredResultCounts()
         self.registry.register(self.results)
+        self.deliveries = StoredDeliveryCounts()
+        self.registry.register(self.deliveries)

@@ -47,6 +47,7 @@ async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: Metr
     metrics.queue_depth.set(await store.queue_depth(settings.queue_name))
     metrics.live_workers.set(len(await live_workers(store, settings.heartbeat_s)))
     metrics.results.counts = await store.result_counts()
+    metrics.deliveries.counts = await store.delivery_counts()
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
