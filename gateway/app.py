@@ -23,7 +23,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gateway.prometheus_metrics import Metrics
 from gateway.rate_limit import RateLimiter
 from gateway.request_body import CLOSE_CONNECTION, BodyBudget, BodyRefused, limited_receive
-from gateway.routes import batches, compat, dicom_results, jobs, ops, web
+from gateway.routes import batches, compat, dicom_results, dicomweb, jobs, ops, web
 from gateway.security import Guard
 from gateway.serving import ServingPreprocessing
 from gateway.wakeups import FinishedJobs
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # Multipart framing around the file: a body may be this much larger than the file limit; a
 # larger one is refused unread when declared, and when the count reaches it while streaming.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MANY_FILE_PATHS = ("/v1/batches", "/dicomweb/studies")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.trusted_proxies:  # outermost: the guard sees the client the proxy names
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     # web first: its /v1/jobs/{id}/input.png must match before jobs' /v1/jobs/{id}/{name}.png.
-    for module in (web, jobs, dicom_results, batches, compat, ops):
+    for module in (web, jobs, dicom_results, batches, compat, ops, dicomweb):
         app.include_router(module.router)
     return app
 
@@ -149,8 +150,8 @@ class BodyLimitAndMetrics:
 
 
 def body_limit(request: Request, settings: Settings) -> int:
-    """A batch carries many files; every other request at most one."""
-    batch = request.method == "POST" and request.url.path == "/v1/batches"
+    """A batch (or a STOW-RS request) carries many files; every other request at most one."""
+    batch = request.method == "POST" and request.url.path in MANY_FILE_PATHS
     return settings.max_batch_bytes if batch else settings.max_upload_bytes
 
 

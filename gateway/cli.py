@@ -28,6 +28,32 @@ def gateway(
                 log_level=log_level, proxy_headers=False, http=PROTOCOL_PATH)  # fmt: skip
 
 
+def dicom_listener(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 11112,
+    ae_title: Annotated[str, typer.Option(help="This listener's AE title.")] = "PNEUMO",
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run the DICOM listener (C-STORE SCP): CR and DX images become jobs, as uploads do.
+
+    Callers limited by PNEUMO_DICOM_ALLOWED_AETS; the store, queue and limits are the
+    gateway's PNEUMO_* settings.
+    """
+    import logging
+
+    from gateway.dicom_listener import DicomListener
+    from shared.config import AE_TITLE, get_settings
+
+    if not AE_TITLE.fullmatch(ae_title):
+        raise typer.BadParameter(
+            "1-16 printable ASCII characters, no backslash.", param_hint="--ae-title"
+        )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    DicomListener(get_settings(), ae_title).serve(host, port)
+
+
 def dicom_delivery(
     concurrency: Annotated[int, typer.Option(min=1, help="Deliveries in flight.")] = 4,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
@@ -44,3 +70,4 @@ def dicom_delivery(
 def register_commands(app: typer.Typer) -> None:
     app.command("gateway")(gateway)
     app.command("dicom-delivery")(dicom_delivery)
+    app.command("dicom-listener")(dicom_listener)

@@ -4,8 +4,8 @@ A Celery worker of its own, on its own queue (`Settings.delivery_queue_name`), n
 gateway rather than in the model workers: it needs highdicom and pynetdicom, not the model;
 a slow or unreachable PACS then holds up only deliveries, never predictions; and it scales
 and restarts on its own. The intake queues one delivery per job from the DICOM network when a
-destination is set (`enqueue_delivery`: the job id only, as for predictions), in the same
-step as the prediction, so a delivery exists for every such job and is never dropped: the
+destination is set (`shared.queue.enqueue_delivery`: the job id only, as for predictions), in
+the same step as the prediction, so a delivery exists for every such job and is never dropped: the
 message is acknowledged late and comes back if this process dies.
 
 A delivery waits for its job to finish (it looks again every `delivery_poll_s`), then builds
@@ -36,25 +36,16 @@ from gateway.dicom_outputs import SOURCES, build
 from shared.config import Settings
 from shared.dicom_results import DicomResults
 from shared.errors import CorruptRecord, NoDicomResults, PictureExpired
-from shared.queue import make_celery
+from shared.queue import DELIVER_TASK, delivery_configured, make_celery
 from shared.schemas import Delivery, Job, JobStatus
 from shared.store import SyncStore
 
 log = logging.getLogger(__name__)
 
-DELIVER_TASK = "pneumo.deliver_dicom"
 # C-STORE statuses that mean stored: success, and the warnings (coerced, elements discarded,
 # dataset does not match the SOP class), which a PACS sends for instances it kept.
 STORED = (0x0000, 0xB000, 0xB006, 0xB007)
 FAILED_SOP_SEQUENCE = "00081198"  # in a STOW-RS response: the instances it did not store
-
-
-def delivery_configured(settings: Settings) -> bool:
-    return bool(settings.dicom_destination or settings.dicomweb_destination)
-
-
-def enqueue_delivery(app: Celery, settings: Settings, job_id: str) -> None:
-    app.send_task(DELIVER_TASK, args=[job_id], queue=settings.delivery_queue_name)
 
 
 class DeliveryFailed(Exception):

@@ -40,7 +40,7 @@ OPEN_PATHS = frozenset(
 )  # fmt: skip
 OPEN_PREFIXES = ("/static/",)
 # Each POST here is a submission, counted against the caller's rate limit before it is read.
-SUBMISSION_PATHS = frozenset({"/v1/jobs", "/v1/batches", "/predict"})
+SUBMISSION_PATHS = frozenset({"/v1/jobs", "/v1/batches", "/predict", "/dicomweb/studies"})
 CHALLENGE = b'Bearer realm="pneumo", charset="UTF-8"'
 UNAUTHORIZED_MESSAGE = "A valid API key is required (X-API-Key or Authorization: Bearer)."
 ANONYMOUS = "anonymous"

@@ -25,6 +25,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings
 from shared.decode_budget import AsyncDecodeBudget
+from shared.dicom_header import SOURCE_HEADER_BLOB, source_header
 from shared.display import display_copy
 from shared.errors import (
     AppError,
@@ -55,6 +56,8 @@ from shared.store import AsyncStore, new_job
 # With no worker to say how its model preprocesses, validation only has to prove the file
 # decodes; JPEG draft mode makes that cheap.
 VALIDATION_DRAFT_SIDE = 256
+# What a film from the DICOM network is explained with: the HTTP routes' default.
+DICOM_METHOD = "gradcam"
 ANONYMOUS = "anonymous"
 
 
@@ -73,17 +76,24 @@ async def decode_upload(
     settings: Settings,
     preprocessing: PreprocessParams | None,
     budget: AsyncDecodeBudget | None = None,
+    *,
+    keep_dicom_header: bool = False,
 ) -> Upload:
     """Decode once, off the event loop: refuse a bad file, keep the model's input. With a
-    `budget`, first wait (up to `decode_wait_s`, then 503) until the decode's memory fits."""
+    `budget`, first wait (up to `decode_wait_s`, then 503) until the decode's memory fits.
+    With `keep_dicom_header`, `data` must be DICOM, and its header is kept with the job
+    (`shared.dicom_header`)."""
     limits = IntakeLimits.from_settings(settings)
 
     def decode() -> Upload:
         started = time.perf_counter()
+        header = source_header(data) if keep_dicom_header else None
         accepted = accept_upload(data, limits, preprocessing, VALIDATION_DRAFT_SIDE)
         packed, decoded = None, accepted.decoded
         assert decoded is not None
         extras = {"display": display_copy(data, decoded, limits, settings.display_max_side)}
+        if header is not None:
+            extras[SOURCE_HEADER_BLOB] = header
         if preprocessing is not None and accepted.model_input is not None:
             packed = pack_input(accepted.model_input, preprocessing)
             extras["placement"] = placement_of(decoded, preprocessing).to_bytes()
@@ -184,6 +194,21 @@ async def submit(
         return earlier
     await check_queue_depth(store, settings)
     return await store_and_enqueue(accepted, method, intake, keys=keys)
+
+
+async def submit_dicom(data: bytes, intake: Intake, method: str = DICOM_METHOD) -> Job:
+    """One instance from the DICOM network (`gateway.dicom_listener`, STOW-RS): the upload's
+    limits, decode budget, errors and overload refusals, its header kept for the results.
+    No result dedupe: two instances with the same pixels belong to two studies, and each
+    study gets its own results."""
+    store, settings = intake.store, intake.settings
+    if len(data) > settings.max_upload_bytes:
+        raise UploadTooLarge(f"The instance exceeds {settings.max_upload_bytes} bytes.")
+    await check_queue_depth(store, settings)  # before the decode: an overload costs no CPU
+    accepted = await decode_upload(
+        data, settings, intake.preprocessing, intake.decode_budget, keep_dicom_header=True
+    )
+    return await store_and_enqueue(accepted, method, intake)
 
 
 async def store_and_enqueue(

@@ -16,6 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 # Where results go by C-STORE: AE title (1-16 characters, no backslash) @ host : port.
 DICOM_DESTINATION = re.compile(r"[ -\[\]-~]{1,16}@[A-Za-z0-9.:\[\]_-]+:[0-9]{1,5}")
+# DICOM PS3.5 AE: up to 16 characters of the default repertoire, no backslash or control codes.
+AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")
 
 
 class Settings(BaseSettings):
@@ -243,6 +245,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Comma-separated origins browsers may call from; empty: CORS off."
     )
+    dicom_allowed_aets: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated calling AE titles `pneumo dicom-listener` accepts "
+        "associations from; others are rejected at association (calling AE title not "
+        "recognised). Empty: any caller is accepted, and the listener warns so at start-up.",
+    )
     rate_limit_per_minute: int = Field(
         0,
         ge=0,
@@ -293,7 +301,9 @@ class Settings(BaseSettings):
         "least delay from result to PACS.",
     )
 
-    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator(
+        "api_keys", "cors_origins", "trusted_proxies", "dicom_allowed_aets", mode="before"
+    )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -308,6 +318,17 @@ class Settings(BaseSettings):
         if repeated:
             raise ValueError(f"API key names must be unique; repeated: {', '.join(repeated)}")
         return entries
+
+    @field_validator("dicom_allowed_aets")
+    @classmethod
+    def _ae_titles_are_valid(cls, titles: tuple[str, ...]) -> tuple[str, ...]:
+        for title in titles:
+            if not AE_TITLE.fullmatch(title):
+                raise ValueError(
+                    f"AE title {title!r} is not 1-16 printable ASCII characters without a "
+                    "backslash."
+                )
+        return titles
 
     @property
     def named_api_keys(self) -> dict[str, str]:

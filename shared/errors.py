@@ -260,6 +260,13 @@ class UnsupportedPhotometric(UnsupportedMediaType):
     code = "unsupported_photometric"
 
 
+class UnsupportedContentType(UnsupportedMediaType):
+    """The request's Content-Type is not one the route takes (STOW-RS: multipart/related with
+    type="application/dicom")."""
+
+    code = "unsupported_content_type"
+
+
 class Unprocessable(AppError):
     status = 422
 

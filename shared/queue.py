@@ -11,6 +11,8 @@ from celery import Celery
 from shared.config import Settings
 
 PREDICT_TASK = "pneumo.predict"
+# Sending a job's DICOM results to the PACS (`gateway.dicom_delivery`), on its own queue.
+DELIVER_TASK = "pneumo.deliver_dicom"
 
 
 def make_celery(settings: Settings, name: str = "pneumo") -> Celery:
@@ -61,3 +63,12 @@ def transport_options(settings: Settings) -> dict[str, float | bool]:
 
 def enqueue_predict(app: Celery, settings: Settings, job_id: str) -> None:
     app.send_task(PREDICT_TASK, args=[job_id], queue=settings.queue_name)
+
+
+def delivery_configured(settings: Settings) -> bool:
+    """A PACS to send DICOM results to is set (C-STORE or STOW-RS)."""
+    return bool(settings.dicom_destination or settings.dicomweb_destination)
+
+
+def enqueue_delivery(app: Celery, settings: Settings, job_id: str) -> None:
+    app.send_task(DELIVER_TASK, args=[job_id], queue=settings.delivery_queue_name)

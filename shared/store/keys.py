@@ -7,8 +7,12 @@ from dataclasses import dataclass
 # upload: as sent (a DICOM without its tags), kept only until the job is final; input and
 # cam: `shared.handoff`; display: the film's pixels for pictures (`shared.display`), and
 # placement: where the input came from on it (`shared.geometry`), both kept until the job
-# expires; heatmap and overlay: PNGs, drawn by the gateway on first request.
-BLOB_NAMES = ("upload", "input", "cam", "display", "placement", "heatmap", "overlay")
+# expires; heatmap and overlay: PNGs, drawn by the gateway on first request; dicom_header: the
+# source instance's tags, for jobs from the DICOM network only (`shared.dicom_header`), kept
+# until the job expires.
+BLOB_NAMES = (
+    "upload", "input", "cam", "display", "placement", "heatmap", "overlay", "dicom_header",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

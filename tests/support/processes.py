@@ -19,8 +19,9 @@ from bench.processes import (
 )
 
 __all__ = [
-    "REPO_ROOT", "GatewayProcess", "RedisServer", "ServerProcess", "UvicornProcess",
-    "WorkerProcess", "free_port", "wait_for_workers", "wait_until", "worker_environment",
+    "REPO_ROOT", "DicomListenerProcess", "GatewayProcess", "RedisServer", "ServerProcess",
+    "UvicornProcess", "WorkerProcess", "free_port", "wait_for_workers", "wait_until",
+    "worker_environment",
 ]  # fmt: skip
 
 BIN = Path(sys.executable).parent
@@ -33,3 +34,13 @@ class GatewayProcess(ServerProcess):
     def __init__(self, environment: dict[str, str], log_path: Path):
         command = [str(BIN / "pneumo"), "gateway", "--host", "127.0.0.1", "--port", "{port}"]
         super().__init__(command, environment, log_path)
+
+
+class DicomListenerProcess(ServerProcess):
+    """`pneumo dicom-listener` (the C-STORE SCP), ready when its port accepts connections."""
+
+    def __init__(self, environment: dict[str, str], log_path: Path, ae_title: str = "PNEUMO"):
+        command = [str(BIN / "pneumo"), "dicom-listener", "--host", "127.0.0.1",
+                   "--port", "{port}", "--ae-title", ae_title]  # fmt: skip
+        super().__init__(command, environment, log_path)
+        self.ae_title = ae_title

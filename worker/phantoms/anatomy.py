@@ -4,8 +4,11 @@ brighter on the film): body, lungs, mediastinum and heart, spine, ribs, clavicle
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from worker.phantoms.difficulty import EASY, Difficulty
 from worker.phantoms.film import smooth_noise
 
 LESION_AREA_RANGE = (0.02, 0.08)  # total lesion-mask area of a PNEUMONIA phantom, image fraction
@@ -23,30 +26,74 @@ def smoothstep(edge0: float, edge1: float, value: np.ndarray) -> np.ndarray:
     return shape
 
 
-def _anatomy_grid(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Pose:
+    """How one film catches its patient: position, tilt, breath and projection."""
+
+    scale: float
+    shift_across: float
+    shift_down: float
+    angle_degrees: float
+    inspiration: float = 0.0  # diaphragm shift, fraction of the film height (+ = deeper breath)
+    heart_magnification: float = 1.0  # AP films magnify the heart (it lies far from the detector)
+
+
+def draw_pose(rng: np.random.Generator, difficulty: Difficulty = EASY) -> Pose:
+    """A film's pose. With `EASY` the draws are the original generator's, in its order."""
+    scale = rng.uniform(*difficulty.scale_range)
+    shift_across, shift_down = rng.normal(0.0, 0.015), rng.normal(0.0, 0.02)
+    angle = rng.normal(0.0, difficulty.rotation_degrees)
+    if difficulty is EASY:
+        return Pose(scale, shift_across, shift_down, angle)
+    anterior_posterior = rng.random() < difficulty.ap_probability
+    return Pose(
+        scale * (1.06 if anterior_posterior else 1.0),
+        shift_across * 2,
+        shift_down * 2,
+        angle,
+        inspiration=rng.uniform(*difficulty.inspiration_range),
+        heart_magnification=rng.uniform(1.12, 1.25) if anterior_posterior else 1.0,
+    )
+
+
+def _anatomy_grid(pose: Pose, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel centres in patient units: x across (0 = midline), y down (0 top, 1 bottom of film)."""
     pixel = (np.arange(size, dtype=np.float32) + 0.5) / size
-    scale = rng.uniform(0.9, 1.04)
-    across = (pixel[None, :] - 0.5 - rng.normal(0.0, 0.015)) / scale
-    down = (pixel[:, None] - 0.5 - rng.normal(0.0, 0.02)) / scale
-    angle = np.deg2rad(rng.normal(0.0, 1.5))  # patients never stand perfectly straight
+    across = (pixel[None, :] - 0.5 - pose.shift_across) / pose.scale
+    down = (pixel[:, None] - 0.5 - pose.shift_down) / pose.scale
+    angle = np.deg2rad(pose.angle_degrees)  # patients never stand perfectly straight
     cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     return across * cos + down * sin, down * cos - across * sin + np.float32(0.5)
 
 
 def draw_anatomy(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Attenuation map and soft lung field (1 = aerated lung, 0 = anything else)."""
-    x, y = _anatomy_grid(rng, size)
+    attenuation, lung_field, _ = draw_patient(rng, size)
+    return attenuation, lung_field
+
+
+def draw_patient(
+    rng: np.random.Generator, size: int, pose: Pose | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attenuation map, soft lung field (1 = aerated lung seen clear of the heart, 0 = anything
+    else) and the lungs' whole extent (also behind the heart). `rng` draws the patient; `pose`
+    (default: drawn from `rng` too, the original generator) places it on this film, so films of
+    one patient share their anatomy and differ by pose."""
+    pose = pose or draw_pose(rng)
+    x, y = _anatomy_grid(pose, size)
     body = _body_thickness(rng, x, y)
-    central = _mediastinum_and_heart(rng, x, y)
-    lung_field = np.maximum(_lung(rng, x, y, side=-1), _lung(rng, x, y, side=1)) * (1 - central)
+    central = _mediastinum_and_heart(rng, x, y, pose.heart_magnification)
+    lungs = np.maximum(
+        _lung(rng, x, y, -1, pose.inspiration), _lung(rng, x, y, 1, pose.inspiration)
+    )
+    lung_field = lungs * (1 - central)
     texture = 0.04 * smooth_noise(rng, size, 6) + 0.02 * smooth_noise(rng, size, size // 6)
     trachea = smoothstep(0.024, 0.014, np.abs(x)) * smoothstep(0.38, 0.33, y)  # air, to carina
     air = lung_field * (0.3 + texture) + 0.1 * trachea
     attenuation = 0.03 + body * (0.3 + 0.25 * body) - air
     bones = 0.08 * _ribs(rng, x, y) * (1 - 0.6 * central) + 0.04 * _spine(rng, x, y)
     attenuation += body * bones + 0.14 * _clavicles(rng, x, y) + lung_field * _vessels(rng, x, y)
-    return attenuation, lung_field
+    return attenuation, lung_field, lungs
 
 
 def _body_thickness(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -58,12 +105,13 @@ def _body_thickness(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> n
     return np.maximum(torso, 0.6 * neck)
 
 
-def _lung(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, side: int) -> np.ndarray:
+def _lung(rng, x: np.ndarray, y: np.ndarray, side: int, inspiration: float = 0.0) -> np.ndarray:
     """Soft field of one lung: rounded apex, widening base, diaphragm dome at the bottom.
     side -1 = image left (patient's right lung), +1 = image right (patient's left lung)."""
     patient_left = side > 0  # narrower (heart) and lower (no liver under it)
     half_width = rng.uniform(0.12, 0.15) * (0.93 if patient_left else 1.0)
     top, bottom = rng.uniform(0.14, 0.19), rng.uniform(0.72, 0.78) + (0.03 if patient_left else 0)
+    bottom += inspiration
     centre, dome_height = rng.uniform(0.17, 0.2), rng.uniform(0.04, 0.08)
     depth = (y - top) / (bottom - top)  # 0 at the apex, 1 at the costophrenic angle
     base = np.clip(depth, 0.0, 1.0)
@@ -75,10 +123,11 @@ def _lung(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, side: int) -> 
     return inside * (depth > 0) * (0.8 + 0.2 * base)
 
 
-def _mediastinum_and_heart(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _mediastinum_and_heart(rng, x: np.ndarray, y: np.ndarray, magnification: float) -> np.ndarray:
     """Central soft-tissue shadow. The heart bulges to IMAGE RIGHT (patient left, PA view), so the
     film is not mirror-symmetric: a horizontal flip makes dextrocardia, not another normal film."""
     right_extent, left_extent = rng.uniform(0.2, 0.25), rng.uniform(0.07, 0.1)  # from midline
+    right_extent, left_extent = right_extent * magnification, left_extent * magnification
     top, widest = rng.uniform(0.42, 0.47), rng.uniform(0.64, 0.69)
     descent = np.clip((y - top) / (widest - top), 0.0, 1.0)
     taper = 1.0 - 2.5 * np.maximum(y - widest, 0.0)  # apex curls in: a cardiophrenic angle shows
@@ -143,14 +192,18 @@ def _vessels(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarr
 # --- pneumonia -----------------------------------------------------------------------------------
 
 
-def draw_lesions(rng: np.random.Generator, lung_field: np.ndarray) -> np.ndarray:
+def draw_lesions(
+    rng: np.random.Generator, lung_field: np.ndarray, core_level: float = 0.7
+) -> np.ndarray:
     """1-3 fluffy consolidations in the lungs as a 0..1 level map (1 = each lesion's own peak),
-    scaled until the area above 0.3 lies inside LESION_AREA_RANGE."""
+    scaled until the area above 0.3 lies inside LESION_AREA_RANGE. Centres lie where the field
+    exceeds `core_level` of its maximum: 0.7 keeps them deep in a lung, lower reaches the bases
+    and (given the lungs' whole extent) the retrocardiac lung."""
     size = lung_field.shape[0]
     count = int(rng.integers(1, 4))
     target = rng.uniform(0.03, 0.06)
     radii = np.sqrt(rng.dirichlet(np.full(count, 3.0)) * target / np.pi)
-    core = np.flatnonzero(lung_field > 0.7 * lung_field.max())  # well inside a lung, any lobe
+    core = np.flatnonzero(lung_field > core_level * lung_field.max())
     centres = core[rng.integers(0, core.size, size=count)]
     layouts = [_blob_layout(rng, radius) for radius in radii]
     mottle = 0.6 + 0.4 * smoothstep(-1.5, 1.5, smooth_noise(rng, size, max(size // 6, 4)))

@@ -51,8 +51,14 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return sum(weight * rows[:, shift : shift + width] for shift, weight in enumerate(kernel))
 
 
-def expose_film(rng: np.random.Generator, attenuation: np.ndarray, size: int) -> np.ndarray:
-    """Attenuation -> uint8 film: random exposure and contrast, uneven field, blur, grain, gamma."""
+def expose_film(
+    rng: np.random.Generator,
+    attenuation: np.ndarray,
+    size: int,
+    grain_range: tuple[float, float] = (0.03, 0.08),
+) -> np.ndarray:
+    """Attenuation -> uint8 film: random exposure and contrast, uneven field, blur, grain
+    (`grain_range`: quantum noise, larger at lower dose), gamma."""
     render_size = attenuation.shape[0]
     pixel = np.linspace(-0.5, 0.5, render_size, dtype=np.float32)
     tilt = rng.normal(0.0, 0.04) * pixel[None, :] + rng.normal(0.0, 0.04) * pixel[:, None]
@@ -61,7 +67,7 @@ def expose_film(rng: np.random.Generator, attenuation: np.ndarray, size: int) ->
     film = resize_field(_gaussian_blur(film, rng.uniform(0.5, 1.0) * render_size / 256), size)
     grain = rng.random((size, size), dtype=np.float32)
     grain -= 0.5
-    grain *= rng.uniform(0.03, 0.08)
+    grain *= rng.uniform(*grain_range)
     film += grain
     np.clip(film, 0.0, 1.0, out=film)
     film *= 255.0
@@ -69,3 +75,20 @@ def expose_film(rng: np.random.Generator, attenuation: np.ndarray, size: int) ->
     image = film.astype(np.uint8)
     gamma_table = (np.linspace(0, 1, 256) ** rng.uniform(0.85, 1.15) * 255 + 0.5).astype(np.uint8)
     return gamma_table[image]
+
+
+SITES = ("site_a", "site_b")
+
+
+def process_for_site(rng: np.random.Generator, image: np.ndarray, site: int) -> np.ndarray:
+    """Each site's own detector and post-processing. Site A: a plain film, a little darker or
+    brighter. Site B: unsharp-mask edge enhancement and a flatter, brighter tone curve, as some
+    vendors' default processing does; so a model can learn one site's look."""
+    film = image.astype(np.float32)
+    if site == 0:
+        film += rng.normal(-6.0, 6.0)
+    else:
+        sigma = rng.uniform(0.02, 0.035) * image.shape[0]
+        film += rng.uniform(0.5, 1.0) * (film - _gaussian_blur(film, sigma))
+        film = 255.0 * (np.clip(film, 0, 255) / 255.0) ** rng.uniform(0.7, 0.85) + rng.normal(4, 4)
+    return np.clip(film + 0.5, 0, 255).astype(np.uint8)

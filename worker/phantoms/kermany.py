@@ -13,9 +13,11 @@ import numpy as np
 from PIL import Image
 
 from worker.phantoms.artefacts import ARTIFACTS
+from worker.phantoms.difficulty import EASY, difficulty_named
+from worker.phantoms.film import SITES
 from worker.phantoms.radiograph import Phantom, generate_phantom
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "2.0.0"
 MANIFEST_NAME = "manifest.json"  # its presence marks a folder as synthetic
 SPLITS = ("train", "val", "test")
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = label
@@ -28,6 +30,8 @@ class _Patient:
     label: int
     image_count: int
     pathogen: str  # "bacteria" or "virus" in PNEUMONIA filenames, "" for NORMAL
+    site: int  # index into SITES: whose scanner and processing made the films
+    recorded_label: int  # the label the folder carries: `label` unless label noise flipped it
 
 
 def write_kermany_dataset(
@@ -41,7 +45,10 @@ def write_kermany_dataset(
     artifact: str | None = None,
     artifact_correlation: float = 0.0,
     image_format: str = "png",
-    images_per_patient: tuple[int, int] | int = (1, 3),
+    images_per_patient: tuple[int, int] | int | None = None,
+    difficulty: str = "easy",
+    label_noise: float = 0.0,
+    held_out_site: int | None = None,
 ) -> dict:
     """Write `count` phantoms in the public Kermany layout and return the manifest.
 
@@ -57,8 +64,16 @@ def write_kermany_dataset(
     a "shortcut" image (artefact drawn iff PNEUMONIA); otherwise, and always in test, the artefact
     is drawn on a random 50% of images regardless of label. So c = 1 makes the artefact a perfect
     label proxy in train/val that fails in test, and c = 0 leaves it uninformative everywhere.
+    Benchmark v2: `difficulty` (easy, standard, hard: worker.phantoms.difficulty) sets what films
+    carry and, unless `images_per_patient` is given, how many films a patient has; a patient's
+    films share the anatomy. Each patient belongs to one of two sites (SITES, half each); with
+    `held_out_site`, all of that site's patients go to test and the others fill train and val
+    (a held-out-site split). `label_noise` flips the recorded label (the folder) of that
+    fraction of patients; the manifest keeps both (`label` as recorded, `true_label` as drawn).
     Refuses a non-empty `out_dir`, so stale files never sit beside a new manifest.
     """
+    if images_per_patient is None:
+        images_per_patient = difficulty_named(difficulty).images_per_patient
     if isinstance(images_per_patient, int):
         images_per_patient = (images_per_patient, images_per_patient)
     arguments = {name: value for name, value in locals().items() if name != "out_dir"}
@@ -67,21 +82,31 @@ def write_kermany_dataset(
         "images_per_patient": list(images_per_patient),
     }
     _check_dataset_arguments(arguments)
-    out_dir, rng = Path(out_dir), np.random.default_rng(seed)
+    out_dir, rng, preset = Path(out_dir), np.random.default_rng(seed), difficulty_named(difficulty)
     if out_dir.exists() and any(out_dir.iterdir()):  # stale files would contradict the manifest
         raise FileExistsError(f"write_kermany_dataset: {out_dir} is not empty")
-    patients = _plan_patients(rng, count, prevalence, images_per_patient)
+    site_rng = np.random.default_rng([seed, 1])  # apart from `rng`: easy datasets keep their bytes
+    patients = _plan_patients((rng, site_rng), count, prevalence, images_per_patient, label_noise)
     files: list[dict] = []
-    for patient, split in zip(patients, _assign_splits(patients, split_fractions), strict=True):
+    for patient, split in zip(
+        patients, _assign_splits(patients, split_fractions, held_out_site), strict=True
+    ):
         for number in range(1, patient.image_count + 1):
-            drawn = _artifact_for(rng, artifact, artifact_correlation, split, patient.label)
+            drawn = _artifact_for(
+                rng, artifact, artifact_correlation, split, patient.recorded_label
+            )
             phantom_rng = np.random.default_rng([seed, len(files)])  # one stream per image
             phantom = generate_phantom(
-                phantom_rng, size, pneumonia=patient.label == 1, artifact=drawn
+                phantom_rng,
+                size,
+                pneumonia=patient.label == 1,
+                artifact=drawn,
+                difficulty=preset,
+                patient=None if preset is EASY else _anatomy_of(seed, patient),
+                site=patient.site,
             )
             stem = _kermany_stem(patient, number, len(files) + 1)
-            files.append(_write_sample(out_dir, split, stem, phantom, image_format))
-            files[-1]["patient_id"] = patient.patient_id
+            files.append(_write_sample(out_dir, split, stem, phantom, patient, image_format))
     manifest = {"generator": __name__, "version": GENERATOR_VERSION, "synthetic": True}
     manifest |= {"seed": seed, "args": arguments, "counts": _counts(files), "files": files}
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
@@ -100,33 +125,52 @@ def _check_dataset_arguments(arguments: dict) -> None:
         "artifact_correlation": 0 <= arguments["artifact_correlation"] <= 1,
         "image_format": arguments["image_format"] in ("png", "jpeg"),
         "images_per_patient": 1 <= fewest <= most,
+        "label_noise": 0 <= arguments["label_noise"] < 0.5,
+        "held_out_site": arguments["held_out_site"] in (None, *range(len(SITES))),
     }
     for name, ok in valid.items():
         if not ok:
             raise ValueError(f"write_kermany_dataset: invalid {name}={arguments[name]!r}")
 
 
-def _plan_patients(rng, count: int, prevalence: float, images_per_patient) -> list[_Patient]:
-    """Patients with a label and an image count, until exactly `count` images are planned."""
-    patients: list[_Patient] = []
+def _plan_patients(
+    generators, count: int, prevalence: float, images_per_patient, label_noise: float
+) -> list[_Patient]:
+    """Patients with a label, an image count, a site and a recorded label, until exactly `count`
+    images are planned."""
+    (rng, extra), patients = generators, list[_Patient]()
     remaining, (fewest, most) = count, images_per_patient
     while remaining > 0:
         image_count = min(int(rng.integers(fewest, most + 1)), remaining)
         label = int(rng.random() < prevalence)
         pathogen = ("bacteria" if rng.random() < 0.65 else "virus") if label else ""
-        patients.append(_Patient(len(patients) + 1, label, image_count, pathogen))
+        site, flipped = int(extra.random() < 0.5), bool(extra.random() < label_noise)
+        recorded = 1 - label if flipped else label
+        patients.append(_Patient(len(patients) + 1, label, image_count, pathogen, site, recorded))
         remaining -= image_count
     return patients
 
 
-def _assign_splits(patients: list[_Patient], split_fractions) -> list[str]:
+def _anatomy_of(seed: int, patient: _Patient) -> np.random.Generator:
+    """The patient's own anatomy generator, the same fresh stream for each of their films."""
+    return np.random.default_rng([seed, 2**31 - 1, patient.patient_id])
+
+
+def _assign_splits(patients: list[_Patient], split_fractions, held_out_site) -> list[str]:
     """Each patient joins the split of its class furthest below its share of images: patient-
-    disjoint, stratified, and the small splits get someone as early as possible."""
-    fractions = np.asarray(split_fractions, dtype=float) / sum(split_fractions)
+    disjoint, stratified, and the small splits get someone as early as possible. With a held-out
+    site, its patients all go to test and the rest share train and val."""
+    fractions = np.asarray(split_fractions, dtype=float)
+    if held_out_site is not None:
+        fractions[SPLITS.index("test")] = 0.0
+    fractions = fractions / fractions.sum()
     taken = {0: np.zeros(len(SPLITS)), 1: np.zeros(len(SPLITS))}
     splits = []
     for patient in patients:
-        images = taken[patient.label]
+        if patient.site == held_out_site:
+            splits.append("test")
+            continue
+        images = taken[patient.recorded_label]
         index = int(np.argmax(fractions * (images.sum() + patient.image_count) - images))
         images[index] += patient.image_count
         splits.append(SPLITS[index])
@@ -151,14 +195,17 @@ def _counts(files: list[dict]) -> dict:
 
 
 def _kermany_stem(patient: _Patient, number: int, running_number: int) -> str:
-    if patient.label:
+    if patient.recorded_label:
         return f"person{patient.patient_id}_{patient.pathogen}_{running_number}"
     return f"NORMAL2-IM-{patient.patient_id:04d}-{number:04d}"
 
 
-def _write_sample(out_dir: Path, split: str, stem: str, phantom: Phantom, image_format: str):
-    """Write the image and its two masks; return the manifest entry (paths relative to out_dir)."""
-    class_name = CLASS_NAMES[phantom.label]
+def _write_sample(
+    out_dir: Path, split: str, stem: str, phantom: Phantom, patient: _Patient, image_format: str
+) -> dict:
+    """Write the image and its two masks; return the manifest entry (paths relative to out_dir).
+    The folder carries the recorded label; the masks show what was drawn."""
+    class_name = CLASS_NAMES[patient.recorded_label]
     image_path = out_dir / split / class_name / f"{stem}.{image_format}"
     mask_dir = out_dir / "masks" / split / class_name
     image_path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +213,9 @@ def _write_sample(out_dir: Path, split: str, stem: str, phantom: Phantom, image_
     options = {"quality": 95} if image_format == "jpeg" else {"compress_level": 3}
     Image.fromarray(phantom.image).save(image_path, format=image_format.upper(), **options)
     entry: dict[str, object] = {"path": image_path.relative_to(out_dir).as_posix(), "split": split}
-    entry |= {"label": phantom.label, "class_name": class_name, "artifact": phantom.artifact}
+    entry |= {"label": patient.recorded_label, "class_name": class_name}
+    entry |= {"true_label": phantom.label, "artifact": phantom.artifact}
+    entry |= {"patient_id": patient.patient_id, "site": SITES[patient.site]}
     for kind, mask in (("lung", phantom.lung_mask), ("lesion", phantom.lesion_mask)):
         mask_path = mask_dir / f"{stem}_{kind}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path, compress_level=3)

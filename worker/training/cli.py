@@ -25,6 +25,10 @@ CacheDir = Annotated[
 # Shared with the audit commands, which read models and splits the same way.
 ModelDir = Annotated[Path, typer.Option(help="Model artifact directory.")]
 Split = Annotated[str, typer.Option(help="Which split of the data: train, val or test.")]
+Difficulty = Annotated[
+    Literal["easy", "standard", "hard"],
+    typer.Option(help="Phantom benchmark level (docs/training.md): what films carry."),
+]
 
 
 def synth(
@@ -40,9 +44,18 @@ def synth(
         float, typer.Option(help="1 = artefact only on PNEUMONIA, 0 = independent of label.")
     ] = 0.0,
     max_images_per_patient: Annotated[
-        int, typer.Option(min=1, help="Each patient gets 1..this many images.")
-    ] = 3,
+        int | None,
+        typer.Option(min=1, help="Each patient gets 1..this many images (default: the level's)."),
+    ] = None,
     image_format: Annotated[str, typer.Option(help="png, or jpeg as Kermany ships.")] = "png",
+    difficulty: Difficulty = "standard",
+    label_noise: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.49, help="Fraction of patients filed under the wrong class."),
+    ] = 0.0,
+    held_out_site: Annotated[
+        int | None, typer.Option(min=0, max=1, help="Put every patient of this site in test.")
+    ] = None,
 ) -> None:
     """Synthetic radiographs with lung and lesion masks, in the Kermany folder layout."""
     from worker.phantoms.kermany import write_kermany_dataset
@@ -57,7 +70,10 @@ def synth(
         artifact=artifact,
         artifact_correlation=artifact_correlation,
         image_format=image_format,
-        images_per_patient=(1, max_images_per_patient),
+        images_per_patient=None if max_images_per_patient is None else (1, max_images_per_patient),
+        difficulty=difficulty,
+        label_noise=label_noise,
+        held_out_site=held_out_site,
     )
     counts = manifest.get("counts", manifest)
     console.print(f"Wrote {count} phantoms to {out_dir}: {counts}")
@@ -133,6 +149,7 @@ def train_demo(
     count: Annotated[int, typer.Option(min=100, help="Phantoms to generate (256 px).")] = 1600,
     epochs: Annotated[int, typer.Option(min=1)] = 5,
     seed: Seed = 0,
+    difficulty: Difficulty = "standard",
 ) -> None:
     """Retrain the shipped demo model: phantoms -> train (128 px) -> test-split report."""
     from worker.model.architecture import Architecture
@@ -154,7 +171,7 @@ def train_demo(
             artifact=None,
             artifact_correlation=0.0,
             image_format="png",
-            images_per_patient=(1, 3),
+            difficulty=difficulty,
         )
         run_training(data, out, config, identity, validation_fraction=0.15, cache_dir=None)
         run_evaluation(out, data, out / "report", "test", 1000, seed, True, None)
@@ -191,15 +208,28 @@ def run_training(
 
 def run_evaluation(model_dir, data, out, split, resamples, seed, update_card, cache_dir) -> None:
     from worker.training.evaluation import evaluate_model, record_in_card
+    from worker.training.histogram_baseline import histogram_baseline_for
     from worker.training.reports import metrics_table, write_model_card_markdown, write_report
 
     evaluation = evaluate_model(
         model_dir, data, split=split, resamples=resamples, seed=seed, cache_dir=cache_dir
     )
+    evaluation.summary["histogram_baseline"] = histogram_baseline_for(
+        model_dir, data, split, cache_dir
+    )
     report = write_report(evaluation, model_dir, out)
     model = evaluation.summary["model"]
     title = f"{model['name']} {model['version']} on {split} ({evaluation.summary['images']} images)"
     console.print(metrics_table(evaluation.summary, title))
+    baseline = evaluation.summary["histogram_baseline"]
+    console.print(
+        "Histogram baseline (logistic regression on intensity histograms): "
+        + (
+            "no training split of both classes"
+            if baseline is None
+            else f"ROC-AUC {baseline['roc_auc']:.3f}"
+        )  # fmt: skip
+    )
     if update_card:
         write_model_card_markdown(record_in_card(model_dir, evaluation), model_dir)
     console.print(f"Report: {report}")

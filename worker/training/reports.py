@@ -17,6 +17,7 @@ from worker.training.calibration_report import (
     calibration_section,
     write_validation_reliability,
 )
+from worker.training.histogram_baseline import baseline_markdown
 
 MODEL_CARD_MD = "MODEL_CARD.md"
 METRIC_LABELS = {
@@ -279,6 +280,7 @@ def render_report(summary: dict, figures: list[str]) -> str:
         f"- 95% CIs: percentile bootstrap, {summary['bootstrap']['resamples']} resamples of "
         f"whole patients ({summary.get('patients', summary['images'])} patients) within "
         "each patient class; exact rows: Clopper-Pearson on image counts",
+        *baseline_markdown(summary),
         "",
         *_metrics_markdown(
             {
