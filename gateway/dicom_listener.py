@@ -72,6 +72,7 @@ class DicomListener:
         ae = AE(ae_title=ae_title)
         syntaxes = accepted_transfer_syntaxes()
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, syntaxes)
         ae.add_supported_context(Verification)
         if allowed:
@@ -90,7 +91,7 @@ class DicomListener:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         self._loop_thread.start()
         self.store = self._run(self._open_store(open_store))
-        handlers = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
+        handlers: list[Any] = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
         log.info("DICOM listener %s on %s:%d", self.ae.ae_title, host, port)
         try:
             self.ae.start_server((host, port), block=True, evt_handlers=handlers)

@@ -261,8 +261,7 @@ class UnsupportedPhotometric(UnsupportedMediaType):
 
 
 class UnsupportedContentType(UnsupportedMediaType):
-    """The request's Content-Type is not one the route takes (STOW-RS: multipart/related with
-    type="application/dicom")."""
+    """The Content-Type is not one the route takes (STOW-RS: multipart/related of DICOM)."""
 
     code = "unsupported_content_type"
 
