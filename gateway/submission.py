@@ -49,8 +49,8 @@ from shared.imaging import (
     intake_draft_side,
     sniff_format,
 )
-from shared.queue import enqueue_predict
-from shared.schemas import EXPLANATION_METHODS, Job, JobStatus
+from shared.queue import delivery_configured, enqueue_delivery, enqueue_predict
+from shared.schemas import EXPLANATION_METHODS, Delivery, Job, JobStatus
 from shared.store import AsyncStore, new_job
 
 # With no worker to say how its model preprocesses, validation only has to prove the file
@@ -220,6 +220,8 @@ async def store_and_enqueue(
     store, settings = intake.store, intake.settings
     job = new_job(str(uuid.uuid4()), settings.job_ttl_s, method)
     job.owner = intake.owner
+    if SOURCE_HEADER_BLOB in upload.extras and delivery_configured(settings):
+        job.delivery = Delivery(state="pending")  # its results go to the PACS
     if upload.model_input is not None:
         job.timings_ms["decode"] = upload.decode_ms
     if keys is not None:
@@ -230,6 +232,8 @@ async def store_and_enqueue(
         links = keys.links(job.job_id) if keys else {}
         await store.create(job, upload.stored, links, upload.model_input, upload.extras)
         await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
+        if job.delivery is not None:  # queued with the job: no job's results are forgotten
+            await asyncio.to_thread(enqueue_delivery, intake.celery, settings, job.job_id)
     except (OperationalError, RedisError) as error:
         await _forget(store, job, keys)
         raise _refusal(error) from error
