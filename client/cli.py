@@ -97,7 +97,7 @@ def submit(
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="How to print the summary.")
     ] = (OutputFormat.table),
-    method: Annotated[str, typer.Option(help="gradcam, gradcam++ or hirescam.")] = "gradcam",
+    method: Annotated[str, typer.Option(help="gradcam, gradcam++ or eigengradcam.")] = "gradcam",
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each result.")] = 300.0,
     parallel: Annotated[int, typer.Option(min=1, max=32, help="Uploads in flight at once.")] = 4,
 ) -> None:

@@ -119,7 +119,7 @@ class BadRequest(AppError):
 
 
 class UnknownMethod(BadRequest):
-    """The explanation method is not one of gradcam, gradcam++ or hirescam."""
+    """The explanation method is not one of gradcam, gradcam++ or eigengradcam."""
 
     code = "unknown_method"
 

@@ -21,7 +21,7 @@ Assessment = Literal["in_distribution", "out_of_distribution", "not_assessed"]
 OUT_OF_DISTRIBUTION_MESSAGE = (
     "This image does not resemble the model's training data — no reliable answer"
 )
-EXPLANATION_METHODS = ("gradcam", "gradcam++", "hirescam")
+EXPLANATION_METHODS = ("gradcam", "gradcam++", "eigengradcam")
 RECORD = "record"  # the serialisation context under which a job dumps its owner
 
 

@@ -46,7 +46,7 @@ async def create_batch(
     intake: IntakeDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKeyDep,
-    method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
+    method: Annotated[str, Form(description="gradcam, gradcam++ or eigengradcam")] = "gradcam",
 ) -> BatchCreated:
     check_method(method)
     check_file_count(len(files), intake.settings)

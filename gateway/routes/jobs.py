@@ -63,7 +63,7 @@ async def create_job(
     caller: CallerDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKeyDep,
-    method: Annotated[str, Form(description="gradcam, gradcam++ or hirescam")] = "gradcam",
+    method: Annotated[str, Form(description="gradcam, gradcam++ or eigengradcam")] = "gradcam",
 ) -> Job:
     job = await submit(file, method, intake, idempotency_key=idempotency_key)
     metrics.jobs_submitted.inc()

@@ -12,7 +12,7 @@
     succeeded: "Done", failed: "Failed",
   };
   const OOD_MESSAGE = "This image does not resemble the model's training data — no reliable answer";
-  const METHOD_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", hirescam: "HiResCAM" };
+  const METHOD_NAMES = { gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", eigengradcam: "Eigen-Grad-CAM" };
 
   const page = {};
   const pending = [];

@@ -72,7 +72,7 @@ def test_pictures_of_a_non_square_film_have_its_aspect_ratio(api: TestClient) ->
 
 
 def test_jpeg_and_each_explanation_method(api: TestClient) -> None:
-    for method in ("gradcam", "gradcam++", "hirescam"):
+    for method in ("gradcam", "gradcam++", "eigengradcam"):
         done = wait(api, submit(api, phantom_jpeg(seed=5), "scan.jpg", method=method)["job_id"])
         assert done["status"] == "succeeded"
         assert done["explanation"]["method"] == method

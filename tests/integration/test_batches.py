@@ -43,7 +43,9 @@ def sixteen_bit_dicom() -> bytes:
 
 def test_a_batch_of_mixed_formats_runs_to_completion(api: TestClient) -> None:
     payloads = (phantom_png(seed=41), phantom_jpeg(seed=42), sixteen_bit_dicom())
-    response = api.post("/v1/batches", files=batch_files(*payloads), data={"method": "hirescam"})
+    response = api.post(
+        "/v1/batches", files=batch_files(*payloads), data={"method": "eigengradcam"}
+    )
     assert response.status_code == 202, response.text
     created = response.json()
     assert set(created) == {"batch_id", "job_ids"} and len(set(created["job_ids"])) == 3
@@ -56,7 +58,7 @@ def test_a_batch_of_mixed_formats_runs_to_completion(api: TestClient) -> None:
     assert batch["counts"] == {"queued": 0, "running": 0, "succeeded": 3, "failed": 0, "expired": 0}
     for job_id in created["job_ids"]:
         job = api.get(f"/v1/jobs/{job_id}").json()
-        assert job["status"] == "succeeded" and job["explanation"]["method"] == "hirescam"
+        assert job["status"] == "succeeded" and job["explanation"]["method"] == "eigengradcam"
 
 
 def test_counts_follow_deleted_jobs(api: TestClient) -> None:

@@ -51,7 +51,7 @@ def test_same_key_with_other_content_is_422(api: TestClient, change: str) -> Non
     if change == "image":
         reply = post(api, phantom_png(33), key)
     else:
-        reply = post(api, phantom_png(32), key, method="hirescam")
+        reply = post(api, phantom_png(32), key, method="eigengradcam")
     assert reply.status_code == 422
     assert reply.json()["error"]["code"] == "idempotency_key_reused"
 

@@ -48,7 +48,7 @@ def test_a_batch_key_reused_for_another_request_is_422(api: TestClient, change: 
         other = {
             "order": (images[::-1], "gradcam"),
             "file": ([images[0], phantom_png(45)], "gradcam"),
-            "method": (images, "hirescam"),
+            "method": (images, "eigengradcam"),
         }[change]
         response = post_batch(api, *other[:1], key, method=other[1])
     assert response.status_code == 422, response.text

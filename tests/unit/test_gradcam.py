@@ -43,6 +43,38 @@ def test_gradcam_matches_the_closed_form() -> None:
     np.testing.assert_allclose(gradcam, expected / expected.max(), rtol=1e-5)
 
 
+def test_the_three_methods_differ_where_global_pooling_makes_gradients_uniform() -> None:
+    """Behind global average pooling every channel's gradient is one number g_c. HiResCAM's
+    relu(sum_c g_c A_c) is then Grad-CAM itself, which is why it is not offered; the three
+    offered maps differ from each other on the same activations."""
+    rng = np.random.default_rng(2)
+    activations = rng.random((3, 8, 8, 6)).astype(np.float32)
+    gradients = np.broadcast_to(rng.normal(size=(3, 1, 1, 6)), activations.shape)
+    gradients = (gradients * 1e-3).astype(np.float32)  # the size GAP over 64 cells gives
+    maps = np.asarray(all_maps(activations, gradients))
+    hirescam = np.maximum((gradients * activations).sum(-1), 0)
+    hirescam /= hirescam.max(axis=(1, 2), keepdims=True) + 1e-7
+    np.testing.assert_allclose(maps[:, METHOD_NAMES.index("gradcam")], hirescam, atol=1e-5)
+    for first in range(len(METHOD_NAMES)):
+        for second in range(first + 1, len(METHOD_NAMES)):
+            difference = np.abs(maps[:, first] - maps[:, second]).max(axis=(1, 2))
+            assert np.all(difference > 0.05), (METHOD_NAMES[first], METHOD_NAMES[second])
+
+
+def test_eigengradcam_is_the_signed_first_principal_component() -> None:
+    """One dominant pattern across the channels: the map is that pattern, bright where the
+    summed evidence for the explained class is, whichever sign the SVD returned."""
+    rng = np.random.default_rng(4)
+    pattern = rng.random((6, 6)).astype(np.float32)
+    loadings = rng.random(5).astype(np.float32) + 0.5
+    activations = (pattern[None, :, :, None] * loadings).astype(np.float32)
+    for sign in (1.0, -1.0):  # +: explaining the class the pattern supports; -: the other
+        gradients = np.full_like(activations, sign)
+        eigen = np.asarray(all_maps(activations, gradients))[0, METHOD_NAMES.index("eigengradcam")]
+        expected = np.maximum(sign * (pattern - pattern.mean()), 0)
+        np.testing.assert_allclose(eigen, expected / expected.max(), atol=1e-4)
+
+
 def reference_gradcam(model_dir: Path, images: np.ndarray, sign: float) -> np.ndarray:
     """An independent Grad-CAM: TensorFlow's tape on the loaded classifier's sub-models."""
     import tensorflow as tf
@@ -94,6 +126,24 @@ def test_overlay_and_heatmap_pictures() -> None:
     assert hot_row // 8 == 2 and hot_col // 8 == 5
     overlay = blend(radiograph, cam)
     assert overlay.shape == (64, 64, 3) and overlay.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_the_three_methods_differ_on_a_trained_model(trained_phantom_model) -> None:
+    """Served maps of one trained model, pairwise: rank correlation well below 1 and a visible
+    difference on most films (measured below, on the held-out phantoms)."""
+    from worker.audit.cam_metrics import mean_or_none, rank_correlation
+
+    runtime, test_set = trained_phantom_model
+    predictions = runtime.predict(test_set.images)
+    maps = {m: np.stack([p.maps[m] for p in predictions]) for m in METHOD_NAMES}
+    for index, first in enumerate(METHOD_NAMES):
+        for second in METHOD_NAMES[index + 1 :]:
+            pairs = zip(maps[first], maps[second], strict=True)
+            correlation = mean_or_none(rank_correlation(a, b) for a, b in pairs)
+            largest = np.abs(maps[first] - maps[second]).max(axis=(1, 2))
+            assert correlation is not None and correlation < 0.97, (first, second, correlation)
+            assert np.median(largest) > 0.05, (first, second, np.median(largest))
 
 
 @pytest.mark.slow

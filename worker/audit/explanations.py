@@ -10,8 +10,9 @@ are the served maps. Per method (worker.model.gradcam.METHOD_NAMES) it reports:
 - artifact_energy: mean share on the scanner artefact, over the images that carry one;
 - deletion_auc: mean P(pneumonia) while the most relevant 0-50 % of pixels are removed, over
   images predicted PNEUMONIA; random_deletion_auc removes pixels in random order instead;
-- randomization_similarity: Spearman correlation with the maps of the model whose head and last
-  conv block were re-initialised (worker.audit.randomisation).
+- randomization_similarity: Spearman correlation with the maps of the model whose head was
+  re-initialised, the first stage of the cascade; every stage's Spearman and SSIM and the
+  verdict over all of them are in "randomization" (worker.audit.randomisation).
 
 Without masks only border energy, deletion and the randomisation check are computed; the rest
 are null. `worker.audit.report` writes audit.json, report.md and the figures.
@@ -57,7 +58,8 @@ DEFINITIONS = {
     "border_energy": f"all images; outer {BORDER_FRACTION:.0%} band of the model input",
     "artifact_energy": "images carrying a scanner artefact (its drawn region)",
     "deletion_auc": "images predicted PNEUMONIA; P(pneumonia) averaged over 0-50 % removed",
-    "randomization_similarity": "Spearman vs maps after head + last conv block re-initialised",
+    "randomization_similarity": "Spearman (absolute values) vs maps after the head is "
+    "re-initialised, the cascade's first stage; every stage is in the randomisation table",
 }
 
 
@@ -204,6 +206,7 @@ def summarise(runtime, data, explained, curves, randomisation, deletion_images_c
             "randomization_similarity": verdict["spearman"],
             "randomization_ssim": verdict["ssim"],
             "sanity_check_passed": verdict["passed"],
+            "sanity_check_first_failed_stage": verdict["first_failed_stage"],
             "deletion_auc": curve_area(DELETION_FRACTIONS, curves[method]) if curves else None,
         }
         methods[method] = scores
@@ -222,7 +225,11 @@ def summarise(runtime, data, explained, curves, randomisation, deletion_images_c
             "images": deletion_images_count,
             "curves": curves,
         },
-        "randomization": {"limit": sanity.SIMILARITY_LIMIT, "stages": randomisation["stages"]},
+        "randomization": {
+            "limit": sanity.SIMILARITY_LIMIT,
+            "rule": sanity.VERDICT_RULE,
+            "stages": randomisation["stages"],
+        },
         "definitions": DEFINITIONS,
     }
 

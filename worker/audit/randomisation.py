@@ -4,8 +4,13 @@ An explanation that survives the destruction of what the model learned explains 
 the model. Cascading randomisation re-initialises the weights from the top: first the head (the
 dense layers), then the last conv block, then each block below it, always on a fresh copy of
 the artifact's model, and after each stage asks the serving runtime for the maps again. A
-faithful method's maps must change: low Spearman rank correlation and SSIM with the originals.
-A method whose maps stay similar (> 0.5) once the head and last block are random is flagged.
+faithful method's maps must change: low Spearman rank correlation (of absolute values, as
+Adebayo et al. rank them) and SSIM with the originals.
+
+The verdict rule, applied from the first stage: a method passes only if its mean Spearman and
+its mean SSIM are both <= 0.5 at every stage, the head-only stage included. Judging only a
+later stage would pass a method whose maps survive the loss of the head, the part of the
+model that decides the class.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from worker.model.gradcam import METHOD_NAMES
 from worker.model.runtime import ModelRuntime
 
 SIMILARITY_LIMIT = 0.5
-FLAG_STAGE = 1  # stages[1] = head + last conv block randomised
+VERDICT_RULE = (
+    f"passes only if mean Spearman (absolute values) and mean SSIM are both <= "
+    f"{SIMILARITY_LIMIT} at every stage of the cascade, from the first (head only)"
+)
 BLOCK_INDEX = re.compile(r"(\d+)[a-z]?$")  # conv2b, bn2a -> block 2
 
 
@@ -66,7 +74,7 @@ def served_maps(runtime: ModelRuntime, images: np.ndarray) -> dict[str, np.ndarr
 
 def map_similarity(original: np.ndarray, randomised: np.ndarray) -> dict[str, float | None]:
     """Mean Spearman and SSIM over images; an image whose maps cannot be ranked is skipped."""
-    pairs = list(zip(original, randomised, strict=True))
+    pairs = list(zip(np.abs(original), np.abs(randomised), strict=True))
     return {
         "spearman": mean_or_none(rank_correlation(first, second) for first, second in pairs),
         "ssim": mean_or_none(structural_similarity(first, second) for first, second in pairs),
@@ -96,16 +104,25 @@ def cascading_randomisation(
 
 
 def verdict(results: list[dict]) -> dict[str, dict]:
-    """Flag a method whose maps stay similar after head + last block are randomised."""
-    flagged_stage = results[min(FLAG_STAGE, len(results) - 1)]
+    """Per method: pass or fail by VERDICT_RULE, the first stage that failed, and the first
+    stage's numbers (the one judged first, and the hardest to pass)."""
     verdicts = {}
     for method in METHOD_NAMES:
-        similarity = flagged_stage["methods"][method]
-        values = [value for value in similarity.values() if value is not None]
+        failed = [stage["stage"] for stage in results if not _dissimilar(stage["methods"][method])]
+        first = results[0]["methods"][method]
         verdicts[method] = {
-            "stage": flagged_stage["stage"],
-            "spearman": similarity["spearman"],
-            "ssim": similarity["ssim"],
-            "passed": bool(values) and max(values) <= SIMILARITY_LIMIT,
+            "stage": results[0]["stage"],
+            "spearman": first["spearman"],
+            "ssim": first["ssim"],
+            "first_failed_stage": failed[0] if failed else None,
+            "failed_stages": failed,
+            "passed": not failed,
         }
     return verdicts
+
+
+def _dissimilar(similarity: dict[str, float | None]) -> bool:
+    """Below the limit on both measures; a stage whose maps could not be ranked at all (every
+    map constant) shows nothing and does not pass."""
+    values = [value for value in similarity.values() if value is not None]
+    return bool(values) and max(values) <= SIMILARITY_LIMIT

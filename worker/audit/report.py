@@ -27,10 +27,10 @@ NOTES = [
     "Energies are shares of each map's positive mass (the map normalised to sum 1), so a map "
     "spread evenly scores its region's area: the outer 10 % band is 36 % of the image.",
     "",
-    "HiResCAM and Grad-CAM coincide here by construction: the head starts with global average "
-    "pooling, so the gradient of the logit is the same at every position of the feature map "
-    "and HiResCAM's element-wise product sums to Grad-CAM's weighted map (Draelos & Carin "
-    "2020). They would differ on a head that keeps spatial structure.",
+    "The head starts with global average pooling, so each channel's gradient is one number "
+    "for the whole map. HiResCAM would equal Grad-CAM exactly and LayerCAM on this layer "
+    "would equal Grad-CAM++ to within rounding; Eigen-Grad-CAM (the first principal "
+    "component of gradient x activation) is the third method because it differs.",
     "",
 ]
 
@@ -64,6 +64,24 @@ def markdown_table(summary: dict) -> list[str]:
         cells = [_cell(scores[key]) for key in TABLE_KEYS] + [_cell(scores["sanity_check_passed"])]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
+
+
+def randomisation_table(summary: dict) -> list[str]:
+    limit, stages = summary["randomization"]["limit"], summary["randomization"]["stages"]
+    methods = list(summary["methods"])
+    lines = ["| stage | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    for stage in stages:
+        cells = [_similarity_cell(stage["methods"][method], limit) for method in methods]
+        lines.append(f"| {stage['stage']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _similarity_cell(similarity: dict, limit: float) -> str:
+    def one(value) -> str:
+        text = _cell(value)
+        return f"**{text}**" if value is not None and value > limit else text
+
+    return f"{one(similarity['spearman'])} / {one(similarity['ssim'])}"
 
 
 def grid_examples(result: AuditResult) -> np.ndarray:
@@ -139,10 +157,14 @@ def render_report(summary: dict, figures: list[tuple[str, str]]) -> str:
         f"- Explained: {summary['target']}, layer `{summary['layer']}`; maps as served",
         f"- Deletion: {summary['deletion']['images']} images; random-order AUC "
         f"{_cell(summary['random_deletion_auc'])} (a faithful map scores well below it)",
-        f"- Sanity check: flagged when Spearman or SSIM > {summary['randomization']['limit']} "
-        "after the head and the last conv block are re-initialised",
+        f"- Sanity check: a method {summary['randomization']['rule']}",
         "",
         *markdown_table(summary),
+        "",
+        "Cascading randomisation, every stage (Spearman / SSIM with the original maps; "
+        "**bold**: above the limit):",
+        "",
+        *randomisation_table(summary),
         "",
         "How each number is computed:",
         "",

@@ -35,10 +35,30 @@ def weighted_map(feature_maps, weights):
     return ops.relu(ops.sum(weights * feature_maps, axis=-1))
 
 
-def hirescam(feature_maps, gradients):
-    """HiResCAM (Draelos & Carin 2020): element-wise gradient x activation, no spatial pooling,
-    so the map provably reflects the locations the score depends on."""
-    return ops.relu(ops.sum(gradients * feature_maps, axis=-1))
+def eigengradcam(feature_maps, gradients):
+    """Eigen-Grad-CAM (pytorch-grad-cam, after Muhammad & Yeasin 2020): the first principal
+    component of gradient x activation over the map's positions, signed to agree with the
+    explained class's evidence.
+
+    Why this one: the head begins with global average pooling, so a channel's gradient is the
+    same at every position. HiResCAM's gradient x activation summed over channels is then
+    Grad-CAM exactly, and LayerCAM on this layer (activations weighted by positive gradients)
+    is Grad-CAM++ to within rounding, since Grad-CAM++'s per-pixel weights tend to 1/2 as the
+    gradients get small. Summing over channels weighs them by the gradient; the principal
+    component weighs them by how they vary together across the film, a different map.
+    """
+    products = gradients * feature_maps
+    height, width, channels = products.shape[1], products.shape[2], products.shape[3]
+    positions = ops.reshape(products, (-1, height * width, channels))
+    centred = positions - ops.mean(positions, axis=1, keepdims=True)
+    _, _, right_vectors = ops.svd(centred, full_matrices=False)
+    projection = ops.einsum("bpc,bc->bp", centred, right_vectors[:, 0, :])
+    # A singular vector's sign is arbitrary: take the one that agrees with Grad-CAM's summed
+    # evidence, so the map's bright end is the explained class's, as in every other method.
+    evidence = ops.sum(centred, axis=-1)
+    agreement = ops.sum(projection * evidence, axis=1, keepdims=True)
+    signs = ops.where(agreement < 0, -1.0, 1.0)
+    return ops.relu(ops.reshape(projection * signs, (-1, height, width)))
 
 
 def normalise(maps):
@@ -50,7 +70,7 @@ def normalise(maps):
 METHODS = {
     "gradcam": lambda maps, grads: weighted_map(maps, gradcam_weights(maps, grads)),
     "gradcam++": lambda maps, grads: weighted_map(maps, gradcam_plus_plus_weights(maps, grads)),
-    "hirescam": hirescam,
+    "eigengradcam": eigengradcam,
 }
 METHOD_NAMES = tuple(METHODS)
 
