@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser run test lint bench bench-quick demo-model clean
+.PHONY: install browser pacs run test lint bench bench-quick demo-model clean
 
 install: $(STAMP)
 
@@ -23,7 +23,14 @@ browser:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else echo "chromium missing: the browser test will skip (sudo apt-get install chromium)"; fi; }
 
-test: install browser
+# The PACS tests start Debian's Orthanc (+ DICOMweb plugin) and validate with dciodvfy.
+pacs:
+	@{ command -v Orthanc && command -v dciodvfy && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so; } >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -q orthanc orthanc-dicomweb dicom3tools dcmtk; \
+	  else echo "orthanc missing: the PACS tests will skip (sudo make pacs)"; fi; }
+
+test: install browser pacs
 	$(BIN)/python -m pytest
 
 lint: install
