@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless
 
 from shared.dicom_header import SOURCE_HEADER_BLOB, parse_source_header
 from shared.store import parse_job
@@ -23,6 +25,7 @@ from tests.support.dicom_network import (
     store_all,
 )
 from tests.support.dicoms import PATIENT_TRACES
+from tests.support.lossless_jpeg import encode_lossless_jpeg
 from tests.support.processes import (
     DicomListenerProcess,
     RedisServer,
@@ -97,6 +100,27 @@ def test_echo_and_each_radiograph_class_become_finished_jobs(
     for job_id in ours:
         assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
         assert not list(client.scan_iter(f"pneumo:*{job_id}*"))
+
+
+def test_compressed_instances_are_negotiated_and_decoded(
+    listener: DicomListenerProcess, redis_server: RedisServer, api
+) -> None:
+    jpeg_ls, jpeg_2000, lossless_jpeg = (radiograph(seed=seed) for seed in (4, 5, 6))
+    jpeg_ls.compress(JPEGLSLossless)
+    jpeg_2000.compress(JPEG2000Lossless)
+    lossless_jpeg.PixelData = encapsulate([encode_lossless_jpeg(lossless_jpeg.pixel_array, 12)])
+    lossless_jpeg["PixelData"].VR = "OB"
+    lossless_jpeg.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    datasets = [jpeg_ls, jpeg_2000, lossless_jpeg]
+    syntaxes = (JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1)
+    responses = store_all(listener.port, datasets, syntaxes=syntaxes)
+    assert [status_of(response) for response in responses] == [0x0000] * 3
+    client = redis_server.client()
+    jobs = jobs_by_instance(client)
+    for dataset in datasets:
+        job = final_job(client, jobs[str(dataset.SOPInstanceUID)])
+        assert job.status.value == "succeeded", job.error
+        assert api.delete(f"/v1/jobs/{job.job_id}").status_code == 204
 
 
 def test_calling_ae_titles_not_listed_are_rejected_at_association(

@@ -50,8 +50,9 @@ def associate(port: int, calling: str = SCU_AE_TITLE, called: str = "PNEUMO",
               sop_classes: Sequence[str] = SOP_CLASSES) -> Association:  # fmt: skip
     ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
-    for sop_class in sop_classes:
-        ae.add_requested_context(sop_class, list(syntaxes))
+    for sop_class in sop_classes:  # one context per syntax: each is accepted or not alone
+        for syntax in syntaxes:
+            ae.add_requested_context(sop_class, syntax)
     return ae.associate("127.0.0.1", port, ae_title=called)
 
 
