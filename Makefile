@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser pacs run test lint bench bench-quick demo-model clean
+.PHONY: install browser pacs run test lint bench bench-quick bench-host demo-model clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: install  ## Throughput side by side (ceiling, worker, HTTP, sync baseline
 
 bench-quick: install
 	$(BIN)/python -m bench --quick
+
+bench-host: install  ## One host as deployed: N gateways, M workers per GPU, end to end @1/32/256
+	mkdir -p bench/out
+	$(BIN)/python -m bench --host --profile --json bench/out/host.json | tee bench/out/host.md
 
 demo-model: install  ## Retrain the shipped demo model on phantoms (a few minutes on 2 cores)
 	$(BIN)/pneumo train-demo --out models/demo

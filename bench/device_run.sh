@@ -20,14 +20,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 lscpu | grep -E '^Model name|^CPU\(s\)'
 redis-server --version || exit 1
 # Everything the benchmark's processes import, checked before minutes are spent on it.
-"$python" -c 'import celery.bin.celery, uvicorn.main, gateway.app, worker.serving.celery_app, worker.serving.pipeline, bench.run' || exit 1
+"$python" -c 'import celery.bin.celery, uvicorn.main, aiohttp, gateway.app, worker.serving.celery_app, worker.serving.pipeline, bench.host' || exit 1
 "$python" -c 'import jax, keras; print("jax", jax.__version__, jax.devices(), "keras", keras.__version__)' || exit 1
-# BENCH_ARGS replaces the arguments below (the full GPU run of bench/RESULTS.md).
+# BENCH_ARGS replaces the arguments below: by default the host benchmark (bench/host.py), the
+# host sized by bench/sizing.py from this machine's cores and GPUs (`--gateways N
+# --workers-per-gpu M` override it); `make bench`'s single-worker run without `--host`.
 # shellcheck disable=SC2086
-"$python" -m bench ${BENCH_ARGS:---profile-gil --batch-size 128 --jpeg-sides 1000 1000 \
-    --worker-decode-jobs 3000 --worker-variant noack:PNEUMO_BROKER_ACK_EMULATION=false} \
+"$python" -m bench ${BENCH_ARGS:---host --profile} \
     --json "$out/results.json" > "$out/bench.log" 2>&1
 status=$?
 tail -c 6000 "$out/bench.log"
-(cd /tmp && tar czf "$out/logs.tgz" pneumo-bench-*/*.log pneumo-bench-*/*.txt 2>/dev/null)
+(cd /tmp && tar czf "$out/logs.tgz" pneumo-bench*/*.log pneumo-bench*/*.txt 2>/dev/null)
 exit $status

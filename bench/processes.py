@@ -201,10 +201,13 @@ class UvicornProcess(ServerProcess):
     compose file runs the gateway (the benchmark's servers)."""
 
     def __init__(self, app: str, environment: dict[str, str], log_path: Path,
-                 ready_path: str = "/healthz", factory: bool = False):  # fmt: skip
+                 ready_path: str = "/healthz", factory: bool = False,
+                 processes: int = 1):  # fmt: skip
         command = [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
                    "--port", "{port}", "--log-level", "warning", "--no-access-log",
                    "--no-proxy-headers"]  # fmt: skip
         if factory:  # the gateway, as deployed: with its deadline for request heads
             command += ["--http", "gateway.http_protocol:HeadDeadlineProtocol"]
+        if processes > 1:  # one listening socket, shared by `processes` servers (a host's gateways)
+            command += ["--workers", str(processes)]
         super().__init__(command, environment, log_path, ready_path)

@@ -7,7 +7,6 @@ Machines here are shared and noisy: compare ratios from the same run, not absolu
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import json
@@ -20,15 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.drain import drain_queue, model_preprocessing
 from bench.load import run_load
 from bench.measure import benchmark_jpegs, intake_costs, intake_cpu_ms_per_film, model_ceiling
-from bench.processes import RedisServer, UvicornProcess, wait_for_workers, wait_until
-from bench.profile import Profiler
-from bench.stack import CpuMeter, gateway_environment, rss_mib, start_worker
-from shared.config import Settings
-from shared.imaging import PreprocessParams
-from shared.schemas import Job
-from shared.store import SyncStore, new_job
+from bench.processes import RedisServer, UvicornProcess
+from bench.stack import CpuMeter, gateway_environment, start_worker
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 # The concurrency at which the service and the synchronous baseline are compared: every
@@ -68,111 +63,6 @@ class Plan:
         return cls(32, 5000, {1: 40, 8: 200, 32: 400}, 200, 15.0, rounds=3)  # 5,000: RSS check
 
 
-def drain_queue(redis: RedisServer, model_dir: Path, images: list[bytes], workdir: Path,
-                batch_size: int, jobs: int, worker_decodes: bool = False, profile: bool = False,
-                profile_gil: bool = False, name: str = "bench-worker",
-                settings: dict[str, str] | None = None) -> dict:  # fmt: skip
-    """Fill the queue with `jobs` first, then start a worker and time it from first claim to
-    last result. The queue holds what the gateway stores (the upload and its model input), or
-    with `worker_decodes` the upload alone. `settings`: the worker's environment on top.
-
-    With `profile`, py-spy samples the worker over the same span (from its announcement,
-    model loaded, to the last result): `worker_profile` says what the worker spent it on.
-    Sampling slows the worker, so a profiled drain's img/s is not the worker's figure.
-    """
-    from celery import Celery
-
-    from shared.queue import enqueue_predict, make_celery
-
-    shared_settings = Settings(redis_url=redis.url)
-    store = SyncStore.from_url(redis.url, shared_settings.key_prefix, shared_settings.job_ttl_s)
-    celery: Celery = make_celery(shared_settings, "bench")
-    submissions = gateway_submissions(images, shared_settings, _preprocessing(model_dir))
-    if worker_decodes:
-        submissions = [{"upload": submission["upload"]} for submission in submissions]
-    job_ids = []
-    for index in range(jobs):
-        job = new_job(f"{name}-{index:06d}", store.ttl_s)
-        # In the pending index, as the gateway files every job: each final write takes its
-        # job out, so the drain is watched with one count instead of reading every record.
-        store.save([job], {job.job_id: submissions[index % len(submissions)]}, pending=True)
-        enqueue_predict(celery, shared_settings, job.job_id)
-        job_ids.append(job.job_id)
-    client = redis.client()
-    client.config_resetstat()
-    worker = start_worker(redis, model_dir, workdir, batch_size, name=name, **(settings or {}))
-    wait_for_workers(client, 1, timeout_s=180, processes=[worker])
-    assert worker.process is not None and redis.process is not None  # both running now
-    rss_start = rss_mib(worker.process.pid)
-    rss = RssTrajectory(worker.process.pid, jobs)
-    profile_path = workdir / f"{name}-profile.txt"
-    profiler = Profiler(worker.process.pid, profile_path, gil=profile_gil) if profile else None
-    if profiler:
-        profiler.start()
-    cpu_pids = {"worker": worker.process.pid, "redis": redis.process.pid}
-    with CpuMeter(cpu_pids, load_generator=False) as meter:
-        try:
-            wait_until(lambda: rss.note(store.pending_count()), 3600, "the queue to drain")
-        finally:  # py-spy must let go before the worker stops, or it reports the exit as an error
-            breakdown = profiler.stop() if profiler else None
-    rss_end = rss_mib(worker.process.pid)
-    commands = sum(int(stats["calls"]) for stats in client.info("commandstats").values())
-    records = [job for job in store.load_jobs(job_ids) if isinstance(job, Job)]
-    worker.stop()
-    summary = _drain_summary(records, commands, rss_start, rss_end) | {"profiled": profile}
-    summary["cpu_ms_per_job"] = meter.per_request_ms(jobs)
-    summary["worker_rss_mib_after_jobs"] = rss.samples
-    return summary if breakdown is None else summary | {"worker_profile": breakdown}
-
-
-def gateway_submissions(
-    images: list[bytes], settings: Settings, preprocessing: PreprocessParams
-) -> list[dict[str, bytes]]:
-    """The blobs the gateway stores for each image once a worker is live: the upload and the
-    model input from its one decode (`gateway.submission.decode_upload`, called as is)."""
-    from gateway.submission import decode_upload
-
-    submissions = []
-    for image in images:
-        upload = asyncio.run(decode_upload(image, settings, preprocessing))
-        assert upload.model_input is not None
-        submissions.append({"upload": upload.stored, "input": upload.model_input})
-    return submissions
-
-
-class RssTrajectory:
-    """The worker's RSS each time another fifth of the drain is done: flat after warm-up if
-    nothing (graphs, buffers) is rebuilt or kept per call."""
-
-    def __init__(self, pid: int, jobs: int, points: int = 5):
-        self.pid, self.jobs, self.step = pid, jobs, max(1, jobs // points)
-        self.samples: dict[str, float] = {}
-
-    def note(self, jobs_left: int) -> bool:
-        """Record a sample if a new step was reached; True once nothing is left."""
-        done = (self.jobs - jobs_left) // self.step * self.step
-        if done and str(done) not in self.samples:
-            self.samples[str(done)] = rss_mib(self.pid)
-        return jobs_left == 0
-
-
-def _drain_summary(jobs: list[Job], commands: int, rss_start: float, rss_end: float):
-    first = min(job.started_at for job in jobs if job.started_at)
-    last = max(job.finished_at for job in jobs if job.finished_at)
-    seconds = (last - first).total_seconds()
-    # Each job records its share of its batch's model call, so the sum is the model's time.
-    model_s = sum(job.timings_ms.get("model", 0.0) for job in jobs) / 1000.0
-    return {
-        "worker_img_s": round(len(jobs) / seconds, 2),
-        "model_busy_share": round(model_s / seconds, 3),
-        "worker_jobs": len(jobs),
-        "worker_failed": sum(job.status.value == "failed" for job in jobs),
-        "redis_commands_per_job": round(commands / len(jobs), 2),
-        "worker_rss_start_mib": rss_start,
-        "worker_rss_end_mib": rss_end,
-    }
-
-
 class PrintedAsMeasured(dict):
     """The results; each section is also printed to stderr once measured, so a run of
     minutes shows its progress and one cut short still leaves what it had measured."""
@@ -190,7 +80,7 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     images = benchmark_jpegs(plan.distinct_images, sides=plan.jpeg_sides)
     results = PrintedAsMeasured()
     results["plan"] = plan.__dict__ | {"requests": {str(k): v for k, v in plan.requests.items()}}
-    preprocessing = _preprocessing(model_dir)
+    preprocessing = model_preprocessing(model_dir)
     results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
                                      preprocessing, repeats=10)  # fmt: skip
     results["intake"]["cpu_ms_per_benchmark_film"] = intake_cpu_ms_per_film(images, preprocessing)
@@ -225,12 +115,6 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     results["ratios"] = ratios(results)
     results["bounds"] = bounds(results)
     return results
-
-
-def _preprocessing(model_dir: Path):
-    from worker.model.artifact import read_card
-
-    return read_card(model_dir).preprocessing
 
 
 def _http_runs(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Plan,
