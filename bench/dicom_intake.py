@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydicom.uid import UID
 
 from bench.processes import (
     REPO_ROOT,
@@ -34,7 +35,7 @@ from bench.processes import (
 )
 
 CALLING_AE = "BENCH"
-COMPUTED_RADIOGRAPHY = "1.2.840.10008.5.1.4.1.1.1"
+COMPUTED_RADIOGRAPHY = UID("1.2.840.10008.5.1.4.1.1.1")
 DISTINCT_FILMS = 16  # pixel sets; every instance still gets its own UIDs (no dedupe for DICOM)
 
 
@@ -113,9 +114,10 @@ def send(port: int, instances: int, associations: int, side: int) -> dict:
     return {"started": started, "stores_done": finished, "statuses": counts}
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(process: subprocess.Popen[bytes] | None) -> float:
     """User + system CPU of a process and its reaped children, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert process is not None, "not started"
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
@@ -134,7 +136,7 @@ def measure(instances: int, associations: int, side: int, model_dir: Path) -> di
             client = redis_server.client()
             wait_for_workers(client, 1, processes=[worker])
             listener.start()
-            cpu_before = {name: cpu_seconds(process.pid) for name, process in
+            cpu_before = {name: cpu_seconds(process) for name, process in
                           (("listener", listener.process), ("worker", worker.process))}  # fmt: skip
             sender = subprocess.run(
                 [sys.executable, "-m", "bench.dicom_intake", "--send", str(listener.port),
@@ -146,7 +148,7 @@ def measure(instances: int, associations: int, side: int, model_dir: Path) -> di
             while client.zcard("pneumo:pending") > 0:  # every queued job is final
                 time.sleep(0.02)
             all_final = time.time()
-            cpu = {name: round((cpu_seconds(process.pid) - cpu_before[name]) / instances * 1000, 1)
+            cpu = {name: round((cpu_seconds(process) - cpu_before[name]) / instances * 1000, 1)
                    for name, process in (("listener", listener.process),
                                          ("worker", worker.process))}  # fmt: skip
             results = sum(int(count) for count in client.hvals("pneumo:results"))
