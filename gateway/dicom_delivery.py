@@ -132,6 +132,14 @@ def _json(response: httpx.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+def _as_failure(error: Exception) -> DeliveryFailed:
+    """Any failure to send is one failed try: the network library's own too (by type only: its
+    message could quote what it was sending)."""
+    if isinstance(error, DeliveryFailed):
+        return error
+    return DeliveryFailed(f"Sending failed ({type(error).__name__}).")
+
+
 def sender_for(settings: Settings) -> Sender:
     if settings.dicom_destination:
         return CStoreSender(
@@ -168,22 +176,31 @@ class Deliverer:
 
     def _try(self, job_id: str, job: Job, attempts: int) -> float | None:
         try:
-            self.sender.send(build(job, self.store.blobs(job_id, SOURCES)))
-        except (NoDicomResults, PictureExpired) as error:  # cannot be built: no try will do
+            results = build(job, self.store.blobs(job_id, SOURCES))
+        except (NoDicomResults, PictureExpired) as error:  # no try will do
             self._give_up(job_id, attempts, error.message)
             return None
-        except DeliveryFailed as error:
-            if attempts >= self.settings.delivery_attempts:
-                self._give_up(job_id, attempts, str(error))
-                return None
-            self._write(job_id, Delivery(state="pending", attempts=attempts,
-                                         last_error=str(error)), "retried")  # fmt: skip
-            log.warning("Job %s: DICOM results not delivered (try %d): %s", job_id, attempts,
-                        error)  # fmt: skip
-            return self.backoff_s(attempts)
+        except Exception as error:  # a header the builders cannot take; never its values
+            reason = f"The DICOM results could not be built ({type(error).__name__})."
+            self._give_up(job_id, attempts, reason)
+            return None
+        try:
+            self.sender.send(results)
+        except Exception as error:
+            return self._failed_try(job_id, attempts, _as_failure(error))
         self._write(job_id, Delivery(state="delivered", attempts=attempts), "delivered")
         log.info("Job %s: DICOM results delivered (try %d)", job_id, attempts)
         return None
+
+    def _failed_try(self, job_id: str, attempts: int, error: DeliveryFailed) -> float | None:
+        if attempts >= self.settings.delivery_attempts:
+            self._give_up(job_id, attempts, str(error))
+            return None
+        self._write(job_id, Delivery(state="pending", attempts=attempts,
+                                     last_error=str(error)), "retried")  # fmt: skip
+        log.warning("Job %s: DICOM results not delivered (try %d): %s", job_id, attempts,
+                    error)  # fmt: skip
+        return self.backoff_s(attempts)
 
     def backoff_s(self, attempts: int) -> float:
         """The wait after failed try number `attempts`: doubling, capped, and short of the

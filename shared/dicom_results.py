@@ -13,6 +13,7 @@ they carry live only in the job's `dicom_header` blob, with its TTL. Nothing her
 
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import dataclass
 
@@ -54,6 +55,13 @@ COPIED_FROM_SOURCE = (
 )  # fmt: skip
 
 
+# What highdicom reads from the source; type 2 (may be empty), so a film may lack them.
+TYPE2_READ = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Pictures:
     """What the overlay is drawn from: the display copy (uint8 grayscale), the explanation map
@@ -74,9 +82,20 @@ def results_as_dicom(source: Dataset, job: Job, pictures: Pictures) -> DicomResu
     """Both objects for a succeeded job whose film came with `source` (its header)."""
     if job.result is None:
         raise ValueError("Only a succeeded job has results to put in DICOM.")
+    source = with_type2_present(source)
     capture = secondary_capture(source, job, pictures)
     report = structured_report(source, job)
     return DicomResults(part10(report), part10(capture))
+
+
+def with_type2_present(source: Dataset) -> Dataset:
+    """A copy of `source` with the patient and study attributes highdicom reads present, empty
+    where the sender left them out (type 2: they may be absent from a film, but not from ours)."""
+    complete = copy.deepcopy(source)
+    for keyword in TYPE2_READ:
+        if keyword not in complete:
+            setattr(complete, keyword, None)
+    return complete
 
 
 def derived_uid(job: Job, source: Dataset, role: str) -> str:

@@ -16,13 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import orthanc
+from bench import orthanc
+from bench.orthanc import DeliveryProcess, OrthancProcess
 from tests.support.dicom_network import jobs_by_instance
-from tests.support.orthanc import OrthancProcess
 from tests.support.pacs import (
     PATIENT_ID,
     PATIENT_TRACES,
-    DeliveryProcess,
     coded_answer,
     cr_instance,
     measured,

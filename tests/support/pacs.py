@@ -1,15 +1,10 @@
 """A CR instance with a patient and a study, as a PACS holds it, and what the tests check the
-service's DICOM results against, and the delivery process. Orthanc is `tests.support.orthanc`."""
+service's DICOM results against. Orthanc and the delivery process: `bench.orthanc`."""
 
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
@@ -108,28 +103,3 @@ def measured(report: Dataset, code_value: str) -> float | None:
         if item.get("ValueType") == "NUM" and name and name[0].CodeValue == code_value:
             return float(item.MeasuredValueSequence[0].NumericValue)
     return None
-
-
-class DeliveryProcess:
-    """`pneumo dicom-delivery`, as an operator starts it, in its own process group."""
-
-    def __init__(self, environment: dict[str, str], log_path: Path):
-        self.environment, self.log_path = environment, log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> DeliveryProcess:
-        command = [str(Path(sys.executable).parent / "pneumo"), "dicom-delivery", "--log-level",
-                   "INFO"]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, env=self.environment, stdout=log,
-                                            stderr=subprocess.STDOUT,
-                                            start_new_session=True)  # fmt: skip
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")

@@ -116,3 +116,15 @@ def test_dciodvfy_finds_no_errors(source, tmp_path: Path) -> None:
                                  text=True, timeout=60)  # fmt: skip
         errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
         assert errors == [], f"{name}: {errors}"
+
+
+def test_a_film_without_the_optional_patient_and_study_tags_still_gets_results(source) -> None:
+    sparse = source.copy()
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                    "AccessionNumber", "ReferringPhysicianName", "PatientOrientation"):  # fmt: skip
+        del sparse[keyword]
+    built = results_as_dicom(sparse, succeeded_job(), pictures(300, 240))
+    report = read(built.structured_report)
+    assert report.StudyInstanceUID == source.StudyInstanceUID
+    assert report.PatientBirthDate == "" and coded_answer(report, "233604007") == "Present"
+    assert "PatientBirthDate" not in sparse  # the caller's header is left as it was
