@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway.prometheus_metrics import Metrics
+from gateway.queue_depth import QueueDepth
 from gateway.rate_limit import RateLimiter
 from gateway.request_body import CLOSE_CONNECTION, BodyBudget, BodyRefused, limited_receive
 from gateway.routes import batches, compat, dicom_results, dicomweb, jobs, ops, web
@@ -54,12 +55,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store = open_store(settings)
         app.state.celery = make_celery(settings, "pneumo-gateway")
+        app.state.queue_depth = QueueDepth(settings, app.state.celery)
         # Long polls wake on a job's final write; it connects in the background, so the
         # gateway starts even while Redis is away.
         app.state.finished_jobs = finished = FinishedJobs(store)
         finished.start()
         yield
         await finished.stop()
+        app.state.queue_depth.close()
         await store.aclose()
 
     app = FastAPI(

@@ -12,6 +12,7 @@ from celery import Celery
 from fastapi import Depends, Header, Request
 
 from gateway.prometheus_metrics import Metrics
+from gateway.queue_depth import QueueDepth
 from gateway.rate_limit import RateLimiter
 from gateway.security import UNAUTHORIZED_MESSAGE, Caller
 from gateway.serving import ServingPreprocessing
@@ -38,6 +39,11 @@ async def get_celery(request: Request) -> Celery:
     return celery
 
 
+async def get_queue_depth(request: Request) -> QueueDepth:
+    queue_depth: QueueDepth = request.app.state.queue_depth
+    return queue_depth
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -57,6 +63,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[AsyncStore, Depends(get_store)]
 PreprocessingDep = Annotated[PreprocessParams | None, Depends(get_serving_preprocessing)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+QueueDepthDep = Annotated[QueueDepth, Depends(get_queue_depth)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 FinishedJobsDep = Annotated[FinishedJobs, Depends(get_finished_jobs)]
 
@@ -119,7 +126,7 @@ async def get_intake(
     rate_limiter: RateLimiter = request.app.state.rate_limiter
     return Intake(
         store, celery, settings, caller.scope, preprocessing, rate_limiter, owner=caller.owner,
-        decode_budget=request.app.state.decode_budget,
+        decode_budget=request.app.state.decode_budget, queue_depth=request.app.state.queue_depth,
     )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ from shared.dicom_header import SOURCE_HEADER_BLOB, source_header
 from shared.display import display_copy
 from shared.errors import (
     AppError,
+    BlobStoreUnavailable,
     DuplicateFilePart,
     QueueFull,
     QueueUnavailable,
@@ -234,13 +235,15 @@ async def store_and_enqueue(
         await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
         if job.delivery is not None:  # queued with the job: no job's results are forgotten
             await asyncio.to_thread(enqueue_delivery, intake.celery, settings, job.job_id)
-    except (OperationalError, RedisError) as error:
+    except (OperationalError, RedisError, BlobStoreUnavailable) as error:
         await _forget(store, job, keys)
         raise _refusal(error) from error
     return job
 
 
 def _refusal(error: Exception) -> AppError:
+    if isinstance(error, AppError):  # the object store's own refusal, as it is
+        return error
     # kombu wraps Redis's errors in its OperationalError: a full Redis is seen through it.
     if isinstance(error, OutOfMemoryError) or isinstance(error.__cause__, OutOfMemoryError):
         return StoreFull("The job store is full; try again shortly.")

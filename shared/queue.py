@@ -2,6 +2,11 @@
 
 The gateway enqueues by task name through a client-only app built here, so it never imports
 worker code (or TensorFlow). Only job ids travel through the broker (claim-check pattern).
+
+The broker is Redis (`redis_url`, or another Redis in `broker_url`) or RabbitMQ (`broker_url`
+`amqp://...`): there the queue is a quorum queue (replicated, durable, redelivered by the broker
+itself when a consumer's connection closes), every publish waits for the broker's confirm, and
+none of the Redis transport's settings apply (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -13,10 +18,20 @@ from shared.config import Settings
 PREDICT_TASK = "pneumo.predict"
 # Sending a job's DICOM results to the PACS (`gateway.dicom_delivery`), on its own queue.
 DELIVER_TASK = "pneumo.deliver_dicom"
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def broker_url(settings: Settings) -> str:
+    return settings.broker_url or settings.redis_url
+
+
+def uses_amqp(settings: Settings) -> bool:
+    """RabbitMQ (or another AMQP 0-9-1 broker) rather than Redis."""
+    return broker_url(settings).partition("://")[0] in AMQP_SCHEMES
 
 
 def make_celery(settings: Settings, name: str = "pneumo") -> Celery:
-    app = Celery(name, broker=settings.redis_url)
+    app = Celery(name, broker=broker_url(settings))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -33,13 +48,35 @@ def make_celery(settings: Settings, name: str = "pneumo") -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         # A gateway must answer 503 quickly when Redis is away, not hang in publish retries.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
-        broker_transport_options=transport_options(settings),
     )
+    if uses_amqp(settings):
+        app.conf.update(amqp_options())
+    else:
+        app.conf.broker_transport_options = transport_options(settings)
     return app
 
 
+def amqp_options() -> dict[str, object]:
+    """RabbitMQ: the queue (declared alike by the gateway, which publishes first, and the
+    worker) is a quorum queue; a publish returns once the broker has the message (a lost
+    confirm raises, so the gateway answers 503 and keeps nothing); acknowledgements are the
+    broker's own. Celery sees the quorum queue and turns global QoS off (quorum queues refuse
+    it): the prefetch limit is per consumer."""
+    return {
+        "task_default_queue_type": "quorum",
+        "task_create_missing_queue_type": "quorum",
+        "worker_detect_quorum_queues": True,
+        # With a quorum queue Celery also declares its native delayed-delivery exchanges and
+        # queues (for countdown/ETA tasks, which this service never sends): classic ones are
+        # the cheaper to declare.
+        "broker_native_delayed_delivery_queue_type": "classic",
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_connection_timeout": 5,
+    }
+
+
 def transport_options(settings: Settings) -> dict[str, float | bool]:
-    """Redis transport settings for at-least-once delivery.
+    """Redis (broker) transport settings for at-least-once delivery.
 
     A late-acked message stays in Redis' `unacked` hash until acknowledged; any worker moves
     entries older than the visibility timeout back to the queue. kombu scans for them only

@@ -85,7 +85,7 @@ async def store_batch(
 ) -> BatchCreated:
     """Validated uploads become a batch of queued jobs; the Idempotency-Key, if any, is held
     while they are stored and kept with the batch, or let go if storing fails."""
-    await check_queue_depth(intake.store, intake.settings)
+    await check_queue_depth(intake.store, intake.settings, intake.queue_depth)
     batch_id = str(uuid.uuid4())
     if keys is not None:
         earlier = await claim_batch(intake.store, keys, batch_id)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.deps import AuthDep, MetricsDep, SettingsDep, StoreDep
+from gateway.deps import AuthDep, MetricsDep, QueueDepthDep, SettingsDep, StoreDep
 from gateway.serving import live_workers
 from shared.schemas import ErrorBody
 
@@ -41,10 +41,12 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     dependencies=[AuthDep],
     responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-async def metrics_endpoint(store: StoreDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+async def metrics_endpoint(
+    store: StoreDep, settings: SettingsDep, metrics: MetricsDep, queue_depth: QueueDepthDep
+) -> Response:
     """Prometheus metrics; behind the API key when keys are on (queue depth and live workers
     tell an outsider how busy the service is)."""
-    metrics.queue_depth.set(await store.queue_depth(settings.queue_name))
+    metrics.queue_depth.set(await queue_depth.read(store))
     metrics.live_workers.set(len(await live_workers(store, settings.heartbeat_s)))
     metrics.results.counts = await store.result_counts()
     metrics.deliveries.counts = await store.delivery_counts()

@@ -2,6 +2,8 @@
 
 These scenarios get their own redis-server (AOF on, everysec, noeviction, as deployed) and two
 worker processes with a short visibility timeout, so they can kill and restart them freely.
+The SIGKILL and broker-restart scenarios run on both brokers: Redis, and RabbitMQ (a node of
+their own, records in a Redis of their own) where the restarted broker is RabbitMQ.
 Each prints `submitted= succeeded= failed= lost= duplicated=`: `lost` counts accepted jobs not
 final at the deadline, `duplicated` jobs whose final state was written more than once.
 """
@@ -15,11 +17,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.rabbitmq import RabbitMQServer
 from shared.config import Settings
 from tests.support.faults import (
     Tally,
@@ -95,31 +99,91 @@ def fault_api(
         yield client
 
 
+@dataclass(frozen=True)
+class BrokerStack:
+    """Two workers and a gateway over one broker; job records in `records`."""
+
+    records: RedisServer
+    broker: RedisServer | RabbitMQServer
+    workers: list[WorkerProcess]
+    api: TestClient
+
+    def queue_holds_nothing(self) -> bool:
+        """No copy of any job waits in the broker or is held unacknowledged."""
+        if isinstance(self.broker, RabbitMQServer):
+            queue = self.broker.queue("pneumo")
+            return queue["messages_ready"] == queue["messages_unacknowledged"] == 0
+        client = self.broker.client()
+        return client.hlen("unacked") == 0 and client.llen("pneumo") == 0
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_fault_stack(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RedisServer, RabbitMQServer, list[WorkerProcess]]]:
+    root = tmp_path_factory.mktemp("fault-rabbitmq")
+    with RedisServer(root / "records") as records, RabbitMQServer(root / "rabbitmq") as broker:
+        environment = worker_environment(
+            records.url, tiny_model_dir, **WORKER_SETTINGS, PNEUMO_BROKER_URL=broker.url
+        )
+        workers = [
+            WorkerProcess(environment, root / f"{name}.log", name=name).start()
+            for name in ("fault-amqp-a", "fault-amqp-b")
+        ]
+        try:
+            wait_for_workers(records.client(), 2, timeout_s=180, processes=workers)
+            assert broker.queue("pneumo")["type"] == "quorum"
+            yield records, broker, workers
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_stack(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[BrokerStack]:
+    if request.param == "redis":
+        redis_server = request.getfixturevalue("fault_redis")
+        workers = request.getfixturevalue("fault_workers")
+        yield BrokerStack(redis_server, redis_server, workers, request.getfixturevalue("fault_api"))
+        return
+    from gateway.app import create_app
+
+    records, broker, workers = request.getfixturevalue("rabbitmq_fault_stack")
+    settings = Settings(
+        redis_url=records.url, broker_url=broker.url, model_dir=tiny_model_dir, heartbeat_s=1,
+        visibility_timeout_s=VISIBILITY_S, **TIME_LIMITS,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        yield BrokerStack(records, broker, workers, client)
+
+
 def submit(api: TestClient, index: int) -> tuple[int, dict]:
     response = api.post("/v1/jobs", files={"file": ("x.png", IMAGES[index % len(IMAGES)])})
     return response.status_code, response.json()
 
 
 def test_sigkill_a_worker_mid_batch_every_job_ends_succeeded_once(
-    fault_api: TestClient, fault_redis: RedisServer, fault_workers: list[WorkerProcess]
+    broker_stack: BrokerStack,
 ) -> None:
-    client, requeued_before = fault_redis.client(), sweeper_requeues(fault_workers)
-    with paused(fault_workers):  # a backlog, so the victim is surely busy when frozen
-        replies = [submit(fault_api, index) for index in range(JOBS)]
+    """Redis hands the victim's unacknowledged jobs back after the visibility timeout;
+    RabbitMQ as soon as the victim's connection closes."""
+    stack = broker_stack
+    client, requeued_before = stack.records.client(), sweeper_requeues(stack.workers)
+    with paused(stack.workers):  # a backlog, so the victim is surely busy when frozen
+        replies = [submit(stack.api, index) for index in range(JOBS)]
     assert [status for status, _ in replies] == [202] * JOBS
     job_ids = [body["job_id"] for _, body in replies]
-    victim = fault_workers[0]
+    victim = stack.workers[0]
     held = freeze_mid_batch(victim, client, job_ids)
     victim.kill(signal.SIGKILL)
     result = finish_and_tally(client, job_ids, timeout_s=VISIBILITY_S + 90)
     assert result == Tally(JOBS, JOBS, 0, 0, 0)
     attempts = [job["attempts"] for job in records(client, sorted(held))]
-    requeued = sweeper_requeues(fault_workers) - requeued_before
+    requeued = sweeper_requeues(stack.workers) - requeued_before
     print(f"the killed worker held {len(held)} claimed jobs; their deliveries: {attempts}; "
           f"queued again by the sweeper: {requeued}")  # fmt: skip
     assert attempts == [2] * len(held)
-    drained = lambda: client.hlen("unacked") == 0 and client.llen("pneumo") == 0  # noqa: E731
-    wait_until(drained, 30, "the queue to hold no copy of any job")
+    wait_until(stack.queue_holds_nothing, 30, "the queue to hold no copy of any job")
 
 
 def test_a_killed_gpu_style_workers_jobs_come_back_through_the_sweeper(
@@ -168,27 +232,29 @@ def submit_until_accepted(api: TestClient, index: int, refusals: list[int]) -> s
     raise AssertionError("Never accepted.")
 
 
-def test_redis_restart_mid_run_every_accepted_job_succeeds(
-    fault_api: TestClient, fault_redis: RedisServer, fault_workers: list[WorkerProcess]
-) -> None:
-    live = [worker for worker in fault_workers if worker.process and worker.process.poll() is None]
+def test_broker_restart_mid_run_every_accepted_job_succeeds(broker_stack: BrokerStack) -> None:
+    """The broker (Redis, or RabbitMQ with the records' Redis up throughout) stops and starts
+    again while jobs are submitted and worked: the gateway refuses with 503 meanwhile, and
+    every job it accepted ends succeeded, once."""
+    stack = broker_stack
+    live = [worker for worker in stack.workers if worker.process and worker.process.poll() is None]
     assert live, "no worker left"
     refusals: list[int] = []
-    requeued_before = sweeper_requeues(fault_workers)
-    restart = restart_after(fault_redis, delay_s=1.0, down_s=2.0)
-    # At least JOBS submissions, and on until Redis is back: a fast machine would otherwise
-    # submit them all before the outage begins.
+    requeued_before = sweeper_requeues(stack.workers)
+    restart = restart_after(stack.broker, delay_s=1.0, down_s=2.0)
+    # At least JOBS submissions, and on until the broker is back: a fast machine would
+    # otherwise submit them all before the outage begins.
     job_ids: list[str] = []
     while len(job_ids) < JOBS or restart.is_alive():
-        job_ids.append(submit_until_accepted(fault_api, len(job_ids), refusals))
+        job_ids.append(submit_until_accepted(stack.api, len(job_ids), refusals))
     restart.join()
-    result = finish_and_tally(fault_redis.client(), job_ids, timeout_s=VISIBILITY_S + 120)
-    requeued = sweeper_requeues(fault_workers) - requeued_before
-    print(f"refused with 503 while Redis was down: {len(refusals)}; "
+    result = finish_and_tally(stack.records.client(), job_ids, timeout_s=VISIBILITY_S + 120)
+    requeued = sweeper_requeues(stack.workers) - requeued_before
+    print(f"refused with 503 while the broker was down: {len(refusals)}; "
           f"queued again by the sweeper: {requeued}")  # fmt: skip
     submitted = len(job_ids)
     assert result == Tally(submitted, submitted, 0, 0, 0)
-    assert refusals, "Redis went down after the run had finished; nothing was tested"
+    assert refusals, "The broker went down after the run had finished; nothing was tested"
 
 
 # Routes that answer without Redis: liveness and the API description.
@@ -362,3 +428,30 @@ def test_hard_time_limit_holds_for_each_of_two_batches_in_flight() -> None:
     )
     finished = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, timeout=20)
     assert finished.returncode == 70
+
+
+def test_rabbitmq_queue_depth_bounds_submissions_and_is_read_at_most_once_per_sample(
+    rabbitmq_fault_stack: tuple[RedisServer, RabbitMQServer, list[WorkerProcess]],
+    tiny_model_dir: Path,
+) -> None:
+    """`max_queue_depth` against RabbitMQ's own count of a queue nobody consumes (a passive
+    declare), and that count asked for once per `broker_depth_sample_ms`, not per request."""
+    from gateway.app import create_app
+    from gateway.queue_depth import QueueDepth
+
+    records, broker, _ = rabbitmq_fault_stack
+    settings = Settings(
+        redis_url=records.url, broker_url=broker.url, model_dir=tiny_model_dir,
+        queue_name=f"nobody-consumes-{uuid.uuid4().hex[:8]}", max_queue_depth=2,
+        broker_depth_sample_ms=1000,
+    )  # fmt: skip
+    now = [0.0]
+    with TestClient(create_app(settings)) as api:
+        state = api.app.state
+        state.queue_depth = QueueDepth(settings, state.celery, clock=lambda: now[0])
+        statuses = [submit(api, index)[0] for index in range(3)]
+        assert statuses == [202, 202, 202]  # the depth read before the first (0) still holds
+        now[0] += 1.0  # the next sample
+        refused = api.post("/v1/jobs", files={"file": ("x.png", IMAGES[0])})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+        assert "pneumo_queue_depth 3.0" in api.get("/metrics").text

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from bench.rabbitmq import RabbitMQServer
 from tests.support.processes import RedisServer, WorkerProcess, wait_until
 
 
@@ -117,10 +118,14 @@ def freeze_mid_batch(victim: WorkerProcess, client: redis.Redis, job_ids: list[s
     raise AssertionError("The victim never held a claimed batch.")
 
 
-def restart_after(server: RedisServer, delay_s: float, down_s: float) -> threading.Thread:
+def restart_after(
+    server: RedisServer | RabbitMQServer, delay_s: float, down_s: float
+) -> threading.Thread:
     def restart() -> None:
         time.sleep(delay_s)
-        server.stop()  # SIGTERM: Redis flushes the AOF, as `docker compose restart` would
+        # SIGTERM: Redis flushes the AOF, RabbitMQ shuts down cleanly, as `docker compose
+        # restart` would stop either.
+        server.stop()
         time.sleep(down_s)
         server.start()
 

@@ -85,3 +85,15 @@ def test_off_runs_the_libraries_own_code_whatever_is_installed() -> None:
 def test_an_unknown_mode_is_refused_when_settings_are_read() -> None:
     with pytest.raises(ValueError, match="library_overrides"):
         Settings(library_overrides="sometimes")
+
+
+def test_rabbitmq_runs_kombus_own_transport_whatever_kombu_is_installed() -> None:
+    """With an AMQP broker the Redis transport's override does not apply: never enabled, and a
+    kombu of another version neither warns nor stops a worker that requires its overrides."""
+    amqp = {"broker_url": "amqp://guest:guest@rabbitmq:5672//"}
+    other_kombu = WRITTEN_FOR | {"kombu": "5.8.0"}
+    for installed in (WRITTEN_FOR, other_kombu):
+        decision = decide_overrides(Settings(**amqp, library_overrides="require"), installed)
+        assert (decision.transport, decision.batching, decision.warnings) == (False, True, ())
+    explicit_multi_pop = decide_overrides(Settings(**amqp, broker_multi_pop=True), WRITTEN_FOR)
+    assert explicit_multi_pop.warnings == ()  # a Redis-only setting, not in force here

@@ -38,12 +38,25 @@ from shared.config import Settings
 class AdaptiveBatches(Batches):
     abstract = True
     batches_in_flight = 1
+    _tref: Any  # celery-batches' periodic flush: a kombu timer entry, or None
 
     def __init__(self) -> None:
         super().__init__()
         self._in_flight = 0
         # The consumer's timer and a returning batch can both try to flush: one at a time.
         self._flush_lock = threading.Lock()
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 (Celery's name)
+        """celery-batches' strategy, its flush timer re-armed. Celery builds a task's strategy
+        each time its consumer (re)connects, and a lost broker connection clears the event
+        loop's timers (celery.worker.loops), this task's periodic flush among them, while
+        celery-batches still holds the dead entry and never starts another: a worker back
+        from a broker outage then flushed a partial batch only when enough messages followed,
+        and a lone job waited for batch-mates for ever (the RabbitMQ restart fault test)."""
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None  # the next message starts the timer again
+        return super().Strategy(task, app, consumer)
 
     def _do_flush(self) -> None:
         # A returning batch flushes again; the timer keeps ticking meanwhile.

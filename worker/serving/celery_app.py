@@ -41,7 +41,7 @@ def create_worker_app(settings: Settings, overrides: OverridesDecision | None = 
     # six at two, the configuration bench/RESULTS.md measured on a GPU.
     app.conf.worker_concurrency = settings.batches_in_flight
     app.conf.worker_prefetch_multiplier = (settings.batches_in_flight + 1) * settings.batch_size
-    if overrides.transport:
+    if overrides.transport:  # never with RabbitMQ (`worker.serving.overrides`)
         # kombu's Redis transport with acknowledgements (and, optionally, fetches) batched.
         app.conf.broker_transport = "worker.serving.transport:Transport"
         app.conf.broker_transport_options = app.conf.broker_transport_options | {

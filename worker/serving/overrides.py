@@ -5,7 +5,8 @@
 without notice between releases, so each override runs only on the library version it was
 written for (the one pyproject.toml pins). On any other version the worker says so and runs
 the library's own code (`PNEUMO_LIBRARY_OVERRIDES=auto`), or refuses to start (`require`);
-`off` always runs the libraries' own code.
+`off` always runs the libraries' own code. The transport's override is for a Redis broker only:
+with RabbitMQ (`PNEUMO_BROKER_URL=amqp://...`) kombu's own AMQP transport runs, needing none.
 
 The libraries' own code delivers and acknowledges jobs the same way, only at a higher cost:
 kombu's transport fetches one message per Redis round trip (no BLMPOP) and writes each
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from shared.config import Settings
+from shared.queue import uses_amqp
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +66,22 @@ def installed_versions() -> dict[str, str | None]:
 def decide_overrides(settings: Settings, installed: Mapping[str, str | None]) -> OverridesDecision:
     """Each override where the setting allows it and its library is the version it was written
     for; `installed` maps each library to its version (`installed_versions()`)."""
+    redis_broker = not uses_amqp(settings)
+    applicable = OVERRIDES if redis_broker else (BATCHING,)
     if settings.library_overrides == "off":
         enabled: set[Override] = set()
         warnings = []
     else:
         mismatched = [
             override
-            for override in OVERRIDES
+            for override in applicable
             if installed.get(override.distribution) != override.written_for
         ]
         if mismatched and settings.library_overrides == "require":
             raise OverridesRefused(refusal(mismatched, installed))
-        enabled = set(OVERRIDES) - set(mismatched)
+        enabled = set(applicable) - set(mismatched)
         warnings = [fallback_warning(override, installed) for override in mismatched]
-    if TRANSPORT not in enabled and settings.broker_multi_pop is True:
+    if redis_broker and TRANSPORT not in enabled and settings.broker_multi_pop is True:
         warnings.append(
             "PNEUMO_BROKER_MULTI_POP=true is not honoured: kombu's own transport fetches one "
             "message per Redis round trip."
