@@ -21,6 +21,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.concurrency import run_in_threadpool
 
 from gateway.idempotency import IN_FLIGHT_TTL_S, ReuseKeys, claim, find_earlier, reuse_keys
+from gateway.queue_depth import QueueDepth
 from gateway.rate_limit import RateLimiter
 from gateway.wakeups import FinishedJobs
 from shared.config import Settings
@@ -134,6 +135,7 @@ class Intake:
     rate_limiter: RateLimiter = RateLimiter(0)
     owner: str | None = None
     decode_budget: AsyncDecodeBudget | None = None  # the process's (`shared.decode_budget`)
+    queue_depth: QueueDepth | None = None  # the process's; None: the queue is in the store
 
     async def accept(self, upload: UploadFile) -> Upload:
         """Read within limits and decode once; raises the client's error for a bad file."""
@@ -167,12 +169,19 @@ def check_method(method: str) -> str:
     return method
 
 
-async def check_queue_depth(store: AsyncStore, settings: Settings) -> None:
+async def check_queue_depth(
+    store: AsyncStore, settings: Settings, queue_depth: QueueDepth | None = None
+) -> None:
     """Refuse new jobs while too many wait, or while Redis is nearly full (`store.memory`):
-    the memory left is the workers', to finish the jobs already accepted."""
+    the memory left is the workers', to finish the jobs already accepted. `queue_depth`
+    reads the broker's queue (`gateway.queue_depth`; pass `Intake.queue_depth`); without it,
+    the records' Redis holds the queue."""
     if await store.memory_high():
         raise StoreFull("The job store is nearly full; try again shortly.")
-    depth = await store.queue_depth(settings.queue_name)
+    if queue_depth is None:
+        depth = await store.queue_depth(settings.queue_name)
+    else:
+        depth = await queue_depth.read(store)
     if depth >= settings.max_queue_depth:
         raise QueueFull(f"{depth} jobs are waiting; try again shortly.")
 
@@ -193,7 +202,7 @@ async def submit(
     earlier = await find_earlier(store, settings, keys) if keys else None
     if earlier is not None:
         return earlier
-    await check_queue_depth(store, settings)
+    await check_queue_depth(store, settings, intake.queue_depth)
     return await store_and_enqueue(accepted, method, intake, keys=keys)
 
 
