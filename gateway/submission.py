@@ -214,7 +214,7 @@ async def submit_dicom(data: bytes, intake: Intake, method: str = DICOM_METHOD) 
     store, settings = intake.store, intake.settings
     if len(data) > settings.max_upload_bytes:
         raise UploadTooLarge(f"The instance exceeds {settings.max_upload_bytes} bytes.")
-    await check_queue_depth(store, settings)  # before the decode: an overload costs no CPU
+    await check_queue_depth(store, settings, intake.queue_depth)  # before the decode: no CPU
     accepted = await decode_upload(
         data, settings, intake.preprocessing, intake.decode_budget, keep_dicom_header=True
     )
