@@ -28,6 +28,7 @@ from gateway.routes import batches, compat, dicom_results, dicomweb, jobs, ops, 
 from gateway.security import Guard
 from gateway.serving import ServingPreprocessing
 from gateway.wakeups import FinishedJobs
+from shared.blobs import async_objects
 from shared.config import Settings, get_settings
 from shared.decode_budget import MEGABYTE, AsyncDecodeBudget
 from shared.errors import (
@@ -104,7 +105,7 @@ def open_store(settings: Settings) -> AsyncStore:
     return AsyncStore.from_url(
         settings.redis_url, settings.key_prefix, settings.job_ttl_s,
         pool_size=settings.redis_pool_size, pool_wait_s=settings.redis_pool_wait_s,
-        watermark=watermark,
+        watermark=watermark, objects=async_objects(settings),
     )  # fmt: skip
 
 

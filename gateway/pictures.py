@@ -21,12 +21,12 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from shared.display import DISPLAY_MEDIA_TYPE, decode_display
-from shared.errors import PictureExpired
+from shared.errors import BlobMissing, PictureExpired
 from shared.geometry import Placement
 from shared.handoff import input_pixels, unpack_map
 from shared.imaging import encode_png
 from shared.overlay import blend, colourise, film_heatmap, film_overlay
-from shared.schemas import Job
+from shared.schemas import Job, utc_now
 from shared.store import AsyncStore
 
 PICTURES = ("overlay", "heatmap")
@@ -92,5 +92,12 @@ def _render(name: str, sources: _Sources) -> bytes | None:
     return encode_png(drawing)
 
 
-def _expired(job: Job, name: str) -> PictureExpired:
+def _expired(job: Job, name: str) -> PictureExpired | BlobMissing:
+    """Past the job's TTL a picture's sources have expired; before it, they vanished (removed
+    from the object store outside the service, or evicted from Redis)."""
+    if utc_now() < job.expires_at:
+        return BlobMissing(
+            f"What the {name} of job {job.job_id} is drawn from is missing from the blob "
+            "store, though the job has not expired; submit the image again."
+        )
     return PictureExpired(f"The {name} of job {job.job_id} has expired.")

@@ -74,6 +74,28 @@ class Settings(BaseSettings):
     )
 
     job_ttl_s: int = Field(86_400, gt=0, description="Every job key and blob expires after this.")
+    blob_store: Literal["redis", "s3"] = Field(
+        "redis",
+        description="Where uploads, model inputs, maps and pictures live: `redis` beside the job "
+        "records, or `s3`, objects in an S3-protocol store (`s3_*`; records stay in Redis). "
+        "Credentials: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` or the SDKs' default chain.",
+    )
+    s3_endpoint_url: str = Field(
+        "",
+        description="The S3 API's URL (`http://seaweedfs:8333`); empty: AWS's endpoint for "
+        "`s3_region`.",
+    )
+    s3_bucket: str = Field("pneumo", description="The bucket holding the blobs (must exist).")
+    s3_region: str = Field("us-east-1", description="The bucket's region (signs requests).")
+    s3_prefix: str = Field(
+        "pneumo", description="Objects are `{s3_prefix}/{job id}/{blob name}` in the bucket."
+    )
+    s3_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="One S3 request's limit, retries included; past it a submission gets 503 "
+        "`blob_store_unavailable` and a worker hands its batch back.",
+    )
     max_upload_bytes: int = Field(
         20 * 1024 * 1024, gt=0, description="Larger uploads are refused (413 `upload_too_large`)."
     )

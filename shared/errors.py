@@ -188,6 +188,12 @@ class PictureExpired(NotFound):
     code = "picture_expired"
 
 
+class BlobMissing(NotFound):
+    """The job has not expired, but a blob it needs is gone from the blob store."""
+
+    code = "blob_missing"
+
+
 class NoDicomResults(NotFound):
     """The job did not come from the DICOM network (or its header expired): no DICOM results."""
 
@@ -349,6 +355,12 @@ class StoreFull(Unavailable):
     """The job store (Redis) is nearly full; new jobs wait until accepted ones finish."""
 
     code = "store_full"
+
+
+class BlobStoreUnavailable(Unavailable):
+    """The object store holding uploads and pictures is unreachable or refusing requests."""
+
+    code = "blob_store_unavailable"
 
 
 class UploadMissing(Unavailable):

@@ -1,6 +1,8 @@
 """The store: job records, blobs (uploads, model inputs, maps, PNGs) and the service's
-bookkeeping in Redis, every key with a TTL. The only door to them: callers name jobs, blobs
-and lookups, never keys. (The broker's own keys are Celery's and kombu's.)
+bookkeeping in Redis, every key with a TTL; or the blobs in an S3-protocol object store
+(`shared.blobs`, `PNEUMO_BLOB_STORE=s3`) and the rest in Redis. The only door to them: callers
+name jobs, blobs and lookups, never keys or backends. (The broker's own keys are Celery's and
+kombu's.)
 
 Key layout, all under the configured prefix:
     {p}:job:{id}              JSON of `Job`
@@ -13,6 +15,8 @@ Key layout, all under the configured prefix:
     {p}:rate:{client}:{n}     submissions by one client in rate-limit window n
     {p}:pending               sorted set: unfinished job id -> when it was last queued
     {p}:sweep-turn            which worker sweeps `pending` next (worker.serving.recovery)
+    {p}:blob-expiry           sorted set, with blobs in object storage (`shared.blobs`): job id ->
+                              when its objects expire, for the workers' sweeper to delete them
     {p}:workers               hash: worker name -> heartbeat JSON (model card, time)
     {p}:results               hash: assessment -> results finished with it, for ever (no TTL:
                               a counter for /metrics, counted once per job by its final write)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -11,14 +13,18 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
+from shared.blobs import AsyncS3Blobs
+from shared.errors import BlobStoreUnavailable
 from shared.schemas import Job
 from shared.store.announcements import FinishedAnnouncements
-from shared.store.keys import Keys, Lookup
+from shared.store.keys import BLOB_NAMES, Keys, Lookup
 from shared.store.memory import MemoryWatermark
 from shared.store.records import parse_batch, parse_job, ttl_left
 from shared.store.scripts import DELETE_JOB, SET_WHILE_JOB_LIVES
 
+log = logging.getLogger(__name__)
 SOCKET_TIMEOUT_S = 5
 CONNECT_TIMEOUT_S = 2
 HEALTH_CHECK_S = 30
@@ -34,6 +40,7 @@ class AsyncStore:
         ttl_s: int,
         subscriber: aioredis.Redis | None = None,
         watermark: MemoryWatermark | None = None,
+        objects: AsyncS3Blobs | None = None,
     ):
         self.client = client
         self.keys = Keys(prefix)
@@ -42,6 +49,8 @@ class AsyncStore:
         # gives it a client of its own, outside the pool that requests share.
         self.subscriber = subscriber or client
         self.watermark = watermark or MemoryWatermark(fraction=1.0, sample_interval_s=1.0)
+        # None: blobs in Redis, written atomically with the records (`shared.blobs`).
+        self.objects = objects
 
     @classmethod
     def from_url(
@@ -53,6 +62,7 @@ class AsyncStore:
         pool_size: int = DEFAULT_POOL_SIZE,
         pool_wait_s: float = DEFAULT_POOL_WAIT_S,
         watermark: MemoryWatermark | None = None,
+        objects: AsyncS3Blobs | None = None,
     ) -> AsyncStore:
         """Requests share a blocking pool of `pool_size` connections: a burst larger than the
         pool waits up to `pool_wait_s` for a connection instead of failing at once."""
@@ -68,7 +78,7 @@ class AsyncStore:
         # No retries inside redis-py for the subscription: every lost connection reaches its
         # listener (`gateway.wakeups`), which resubscribes and tells the waiters to re-read.
         subscriber = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
-        return cls(requests, prefix, ttl_s, subscriber, watermark)
+        return cls(requests, prefix, ttl_s, subscriber, watermark, objects)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -85,13 +95,30 @@ class AsyncStore:
     ) -> None:
         """The upload (and the model input made from it, if any, and `extras`: blobs by name,
         such as the display copy), the record, its entry in the pending index and the lookups
-        (lookup -> value) that lead to it, all or nothing. Lookups expire and go with the job."""
+        (lookup -> value) that lead to it, all or nothing. Lookups expire and go with the job.
+        With object storage the objects go first, and are taken back if the record cannot
+        follow: a record never points at objects that were not stored."""
+        blobs = {"upload": upload, **({"input": model_input} if model_input is not None else {})}
+        blobs.update(extras or {})
+        if self.objects is None:
+            await self._create_in_redis(job, blobs, links)
+            return
+        try:
+            await self.objects.put_many({job.job_id: blobs})
+            await self._create_in_redis(job, {}, links)
+        except (RedisError, BlobStoreUnavailable):
+            with contextlib.suppress(BlobStoreUnavailable):
+                await self.objects.delete([job.job_id], BLOB_NAMES)
+            raise
+
+    async def _create_in_redis(
+        self, job: Job, blobs: Mapping[str, bytes], links: Mapping[Lookup, str] | None
+    ) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.blob(job.job_id, "upload"), upload, ex=self.ttl_s)
-        if model_input is not None:
-            pipe.set(self.keys.blob(job.job_id, "input"), model_input, ex=self.ttl_s)
-        for name, data in (extras or {}).items():
+        for name, data in blobs.items():
             pipe.set(self.keys.blob(job.job_id, name), data, ex=self.ttl_s)
+        if self.objects is not None:  # the sweeper deletes the objects once the job expires
+            pipe.zadd(self.keys.blob_expiry, {job.job_id: job.expires_at.timestamp()})
         pipe.set(self.keys.job(job.job_id), job.record_json(), ex=self.ttl_s)
         pipe.zadd(self.keys.pending, {job.job_id: time.time()})
         for lookup, value in (links or {}).items():
@@ -105,25 +132,48 @@ class AsyncStore:
         return parse_job(job_id, await self.client.get(self.keys.job(job_id)))
 
     async def blob(self, job_id: str, name: str) -> bytes | None:
-        return cast(bytes | None, await self.client.get(self.keys.blob(job_id, name)))
+        return (await self.blobs(job_id, (name,)))[0]
 
     async def blobs(self, job_id: str, names: Sequence[str]) -> list[bytes | None]:
+        """None where a blob is missing; `BlobStoreUnavailable` if the object store is away."""
+        if self.objects is not None:
+            return await self.objects.get(job_id, names)
         keys = [self.keys.blob(job_id, name) for name in names]
         return cast(list, await self.client.mget(keys))
 
     async def keep_blob(self, job_id: str, name: str, data: bytes) -> None:
         """Store a blob made after the job finished (a picture), expiring with the job; if the
         job was deleted meanwhile, store nothing rather than leave an orphan."""
-        await self.client.eval(
-            SET_WHILE_JOB_LIVES, 2, self.keys.job(job_id), self.keys.blob(job_id, name), data
-        )
+        if self.objects is None:
+            await self.client.eval(
+                SET_WHILE_JOB_LIVES, 2, self.keys.job(job_id), self.keys.blob(job_id, name), data
+            )
+            return
+        if not await self.client.exists(self.keys.job(job_id)):
+            return
+        await self.objects.put_many({job_id: {name: data}})
+        if not await self.client.exists(self.keys.job(job_id)):  # deleted while we wrote
+            await self.objects.delete([job_id], (name,))
 
     async def delete(self, job_id: str) -> bool:
         """The record, every blob, and the lookups (idempotency, dedupe) that point at it.
-        Works on a full Redis too (a script, not MULTI: `scripts.DELETE_JOB`)."""
+        Works on a full Redis too (a script, not MULTI: `scripts.DELETE_JOB`). With the object
+        store away the record still goes, and the job's objects are due at once for the
+        workers' sweeper (`SyncStore.reap_expired_blobs`), which deletes them once it is back."""
+        objects_gone = True
+        if self.objects is not None:
+            try:
+                await self.objects.delete([job_id], BLOB_NAMES)
+            except BlobStoreUnavailable as error:
+                log.warning("Objects of deleted job %s left to the sweeper: %s", job_id, error)
+                objects_gone = False
         refs = await self.client.smembers(self.keys.refs(job_id))
         keys = [*self.keys.all_for_job(job_id), *refs, self.keys.pending]
         removed = await self.client.eval(DELETE_JOB, len(keys), *keys, job_id)
+        if not objects_gone:
+            await self.client.zadd(self.keys.blob_expiry, {job_id: time.time()})
+        elif self.objects is not None:
+            await self.client.zrem(self.keys.blob_expiry, job_id)
         return int(removed) > 0
 
     async def memory_high(self) -> bool:

@@ -70,6 +70,11 @@ class Keys:
         return f"{self.prefix}:sweep-turn"
 
     @property
+    def blob_expiry(self) -> str:
+        """With blobs in object storage: job id -> when its objects expire (`SyncStore.reap`)."""
+        return f"{self.prefix}:blob-expiry"
+
+    @property
     def result_counts(self) -> str:
         return f"{self.prefix}:results"
 

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from redis.exceptions import RedisError
 
+from shared.blobs import thread_objects
 from shared.config import Settings, get_settings
 from shared.decode_budget import MEGABYTE, DecodeBudget
 from shared.imaging import IntakeLimits
@@ -82,7 +83,9 @@ def build_context(settings: Settings) -> WorkerContext:
     log.info("Model warmed up in %.1f s for batches up to %d", seconds, settings.batch_size)
     return WorkerContext(
         settings=settings,
-        store=SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s),
+        store=SyncStore.from_url(
+            settings.redis_url, settings.key_prefix, settings.job_ttl_s, thread_objects(settings)
+        ),
         runtime=runtime,
         name=f"{socket.gethostname()}:{os.getpid()}",
         limits=IntakeLimits.from_settings(

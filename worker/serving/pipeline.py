@@ -5,6 +5,9 @@ Per batch: one Redis round trip to read the records and the model inputs the gat
 maps; and one more only for jobs without a usable input, whose uploads are decoded here. One
 bad image fails only its own job. Pictures are drawn later, by the gateway, on request.
 
+The object store failing mid-batch (`shared.blobs`) releases the claimed jobs unchanged and
+hands the batch back, as a Redis failure does.
+
 Delivery is at least once, so every write is conditional (`SyncStore.write_unless_final`):
 a job that another delivery already finished, or that its owner deleted, is left alone, and
 a job delivered more than `max_deliveries` times ends `failed` with code `worker_lost`. A job
@@ -21,7 +24,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.errors import AppError, CorruptImage, CorruptRecord, UploadMissing, WorkerLost
+from shared.errors import (
+    AppError,
+    BlobStoreUnavailable,
+    CorruptImage,
+    CorruptRecord,
+    UploadMissing,
+    WorkerLost,
+)
 from shared.geometry import placement_of
 from shared.handoff import pack_input, pack_map, unpack_input
 from shared.imaging import (
@@ -75,10 +85,27 @@ def process_jobs(
     pending = _claim(list(dict.fromkeys(job_ids)), store, outcome, max_deliveries)
     if not pending:
         return outcome
-    blobs = _compute(pending, store, runtime, limits, deadline, intake or _SERIAL)
-    deadline.check("writing the results")
-    _write_final([job for job, _ in pending], blobs, store, outcome)
+    try:
+        blobs = _compute(pending, store, runtime, limits, deadline, intake or _SERIAL)
+        deadline.check("writing the results")
+        _write_final([job for job, _ in pending], blobs, store, outcome)
+    except BlobStoreUnavailable:
+        _release([job for job, _ in pending], store)
+        raise
     return outcome
+
+
+def _release(jobs: list[Job], store: SyncStore) -> None:
+    """The object store failed after the jobs were claimed: queue them again as they were, so
+    an outage of the object store does not use up their `max_deliveries` (a Redis outage
+    cannot: the claim itself fails then)."""
+    released = [
+        job.model_copy(update={"status": JobStatus.queued, "started_at": None,
+                               "finished_at": None, "attempts": max(0, job.attempts - 1),
+                               "result": None, "explanation": None, "error": None})
+        for job in jobs
+    ]  # fmt: skip
+    store.write_unless_final([Write(job) for job in released])
 
 
 def _claim(

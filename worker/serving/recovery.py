@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from shared.config import Settings
-from shared.errors import CorruptRecord
+from shared.errors import BlobStoreUnavailable, CorruptRecord
 from shared.store import Loaded, SyncStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,16 @@ def _unfinished(job: Loaded) -> bool:
     return isinstance(job, CorruptRecord) or (job is not None and not job.status.is_final)
 
 
+def reap_blobs(store: SyncStore) -> int:
+    """Delete the objects of expired (or deleted) jobs, with blobs in object storage. Every
+    worker may: a job reaped twice costs one idempotent DeleteObjects."""
+    try:
+        return store.reap_expired_blobs()
+    except (RedisError, BlobStoreUnavailable) as error:
+        log.warning("Deleting expired objects failed: %s", error)
+        return 0
+
+
 def start_sweeper(
     store: SyncStore, enqueue: Callable[[str], None], settings: Settings, worker_name: str,
     stop: threading.Event,
@@ -83,6 +93,7 @@ def start_sweeper(
                 sweep_once(store, enqueue, stale_after_s(settings), take_turn)
             except (RedisError, OperationalError) as error:
                 log.warning("Sweep of pending jobs failed: %s", error)
+            reap_blobs(store)
 
     thread = threading.Thread(target=sweep_forever, name="pending-sweeper", daemon=True)
     thread.start()

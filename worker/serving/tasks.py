@@ -13,9 +13,10 @@ are conditional, so each job gets exactly one final answer. celery-batches ackno
 batch even when the task failed, so a batch that could not be finished is put back on the
 queue here, before that acknowledgement.
 
-A batch that Redis refused (full, read-only, unreachable) is handed back after a pause that
-doubles with each consecutive refusal (`StoreBackoff`), so a full Redis slows the worker down
-instead of spinning it or stopping it; the first batch that goes through resets the pause.
+A batch that Redis or the object store refused (full, read-only, unreachable) is handed back
+after a pause that doubles with each consecutive refusal (`StoreBackoff`), so a full Redis
+slows the worker down instead of spinning it or stopping it; the first batch that goes through
+resets the pause.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from shared.config import Settings
+from shared.errors import BlobStoreUnavailable
 from shared.queue import PREDICT_TASK, enqueue_predict
 from worker.serving.batching import batch_task_options
 from worker.serving.context import WorkerContext, get_context
@@ -89,7 +91,7 @@ def predict(task: Task, requests: list[SimpleRequest]) -> None:
     except BatchTimeLimitExceeded as error:
         log.warning("Batch of %d handed back: %s", len(job_ids), error)
         hand_back_after(0)
-    except RedisError as error:
+    except (RedisError, BlobStoreUnavailable) as error:
         pause_s = STORE_BACKOFF.refused(context.settings.visibility_timeout_s / 4)
         log.warning("Batch of %d handed back in %.0f s: %s: %s",
                     len(job_ids), pause_s, type(error).__name__, error)  # fmt: skip
