@@ -28,6 +28,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from gateway.dicom_intake import Refused, take_instance
+from gateway.queue_depth import QueueDepth
 from gateway.rate_limit import RateLimiter
 from gateway.serving import ServingPreprocessing
 from gateway.submission import Intake
@@ -66,6 +67,7 @@ class DicomListener:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.serving = ServingPreprocessing(settings.heartbeat_s)
         self.decode_budget = AsyncDecodeBudget(settings.decode_memory_mb * MEGABYTE)
+        self.queue_depth = QueueDepth(settings, self.celery)  # read as the gateway reads it
 
     @staticmethod
     def _application_entity(ae_title: str, allowed: tuple[str, ...]) -> AE:
@@ -97,6 +99,7 @@ class DicomListener:
             self.ae.start_server((host, port), block=True, evt_handlers=handlers)
         finally:
             self._run(self.store.aclose())
+            self.queue_depth.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     async def _open_store(self, open_store: Callable[[Settings], AsyncStore]) -> AsyncStore:
@@ -127,6 +130,7 @@ class DicomListener:
             self.store, self.celery, self.settings, client_scope=f"dicom:{calling}",
             preprocessing=await self.serving.current(self.store),
             rate_limiter=self.rate_limiter, decode_budget=self.decode_budget,
+            queue_depth=self.queue_depth,
         )  # fmt: skip
         return await take_instance(data, intake, negotiated)
 

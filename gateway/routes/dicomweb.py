@@ -43,7 +43,8 @@ async def store_instances(request: Request, intake: IntakeDep, metrics: MetricsD
     """Store instances (STOW-RS): each CR or DX image becomes a job."""
     settings = intake.settings
     boundary = related_boundary(request.headers.get("content-type"), DICOM)
-    await check_queue_depth(intake.store, settings)  # refused whole, before the body is read
+    # Refused whole, before the body is read.
+    await check_queue_depth(intake.store, settings, intake.queue_depth)
     parts = await read_parts(
         request.stream(), boundary, settings.max_upload_bytes, settings.max_batch_files
     )
