@@ -30,6 +30,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from gateway.dicom_intake import Refused, take_instance
 from gateway.queue_depth import QueueDepth
 from gateway.rate_limit import RateLimiter
+from gateway.security import owner_of
 from gateway.serving import ServingPreprocessing
 from gateway.submission import Intake
 from shared.config import Settings
@@ -68,6 +69,7 @@ class DicomListener:
         self.serving = ServingPreprocessing(settings.heartbeat_s)
         self.decode_budget = AsyncDecodeBudget(settings.decode_memory_mb * MEGABYTE)
         self.queue_depth = QueueDepth(settings, self.celery)  # read as the gateway reads it
+        self.owner = listener_owner(settings)
 
     @staticmethod
     def _application_entity(ae_title: str, allowed: tuple[str, ...]) -> AE:
@@ -130,9 +132,16 @@ class DicomListener:
             self.store, self.celery, self.settings, client_scope=f"dicom:{calling}",
             preprocessing=await self.serving.current(self.store),
             rate_limiter=self.rate_limiter, decode_budget=self.decode_budget,
-            queue_depth=self.queue_depth,
+            queue_depth=self.queue_depth, owner=self.owner,
         )  # fmt: skip
         return await take_instance(data, intake, negotiated)
+
+
+def listener_owner(settings: Settings) -> str | None:
+    """The owner its jobs record: with API keys on, `dicom_api_key_name`'s key, else none."""
+    if not settings.dicom_api_key_name:
+        return None
+    return owner_of(settings.named_api_keys[settings.dicom_api_key_name])
 
 
 def refusal_status(refusal: Refused) -> Dataset:

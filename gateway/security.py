@@ -60,6 +60,8 @@ DOCS_POLICY = (
     "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https:; "
     "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+# Hex digits of a key's digest that name a job's owner (and the key's rate-limit scope).
+OWNER_DIGITS = 32
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 COMMON_HEADERS = (
     (b"x-frame-options", b"DENY"),
@@ -70,6 +72,11 @@ COMMON_HEADERS = (
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def owner_of(key: str) -> str:
+    """What a job made with `key` records as its owner (`Job.owner`)."""
+    return digest(key)[:OWNER_DIGITS]
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,8 @@ class KeyRing:
         ]
         if not matches:
             return None
-        return Caller(matches[0], f"key:{presented_digest[:32]}", presented_digest[:32])
+        owner = presented_digest[:OWNER_DIGITS]  # owner_of(presented), digested once
+        return Caller(matches[0], f"key:{owner}", owner)
 
 
 def bearer_token(authorization: str | None) -> str | None:

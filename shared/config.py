@@ -273,6 +273,12 @@ class Settings(BaseSettings):
         "associations from; others are rejected at association (calling AE title not "
         "recognised). Empty: any caller is accepted, and the listener warns so at start-up.",
     )
+    dicom_api_key_name: str = Field(
+        "",
+        description="With API keys on, the name of the key (in `api_keys`) that owns the jobs "
+        "`pneumo dicom-listener` makes, so that key can poll them and fetch their results over "
+        "HTTP. Empty: no key sees them (their results still go to the PACS).",
+    )
     rate_limit_per_minute: int = Field(
         0,
         ge=0,
@@ -368,6 +374,14 @@ class Settings(BaseSettings):
     def _one_destination(self) -> Settings:
         if self.dicom_destination and self.dicomweb_destination:
             raise ValueError("Set dicom_destination or dicomweb_destination, not both.")
+        return self
+
+    @model_validator(mode="after")
+    def _dicom_key_is_configured(self) -> Settings:
+        if self.dicom_api_key_name and self.dicom_api_key_name not in self.named_api_keys:
+            raise ValueError(
+                f"dicom_api_key_name {self.dicom_api_key_name!r} names no key in api_keys."
+            )
         return self
 
     @model_validator(mode="after")

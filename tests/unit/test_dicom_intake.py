@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+from starlette.datastructures import Headers
 
 from gateway.dicom_intake import (
     ACCEPTED_SOP_CLASSES,
@@ -18,8 +20,9 @@ from gateway.dicom_intake import (
     check_sop_class,
     identify,
 )
-from gateway.dicom_listener import DicomListener, refusal_status
+from gateway.dicom_listener import DicomListener, listener_owner, refusal_status
 from gateway.multipart_related import read_parts, related_boundary
+from gateway.security import KeyRing
 from shared.config import Settings
 from shared.dicom_header import parse_source_header, source_header
 from shared.errors import (
@@ -149,3 +152,18 @@ def test_an_open_listener_says_so_at_start_up(caplog: pytest.LogCaptureFixture) 
     assert listed.ae.require_calling_aet == ["ORTHANC", "CR1"]
     for listener in (open_to_all, listed):
         listener.loop.close()
+
+
+def test_the_listener_s_jobs_belong_to_the_named_key() -> None:
+    """A keyed deployment: the key named by PNEUMO_DICOM_API_KEY_NAME sees the listener's jobs
+    exactly as it sees its own uploads; no key named, no key sees them."""
+    settings = Settings(api_keys="pacs:s3cret-pacs,viewer:s3cret-viewer", dicom_api_key_name="pacs")
+    keys = KeyRing(settings.named_api_keys)
+    pacs = keys.identify(Headers({"x-api-key": "s3cret-pacs"}), "10.0.0.1")
+    viewer = keys.identify(Headers({"x-api-key": "s3cret-viewer"}), "10.0.0.2")
+    assert pacs is not None and viewer is not None
+    owner = listener_owner(settings)
+    assert pacs.may_see(owner) and not viewer.may_see(owner)
+    assert listener_owner(Settings(api_keys="pacs:s3cret-pacs")) is None
+    with pytest.raises(ValidationError, match="names no key"):
+        Settings(api_keys="pacs:s3cret-pacs", dicom_api_key_name="archive")
