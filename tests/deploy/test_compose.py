@@ -189,6 +189,21 @@ def test_redis_persists_with_aof_and_never_evicts(compose):
     assert re.fullmatch(r"\d+[kmg]b?", directives["maxmemory"], re.I)
 
 
+def test_rabbitmq_is_optional_unpublished_and_keeps_its_queues(compose):
+    """Behind its profile; its node name (from the host name) fixed, so a recreated container
+    finds the quorum queue in its volume; a user of our own (guest works on loopback only);
+    the URL .env.example suggests is the one the service answers."""
+    rabbitmq = compose["services"]["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert rabbitmq["hostname"] == "rabbitmq" and "ports" not in rabbitmq
+    mounts = dict(volume.split(":")[:2][::-1] for volume in rabbitmq["volumes"])
+    assert mounts["/var/lib/rabbitmq"] in compose["volumes"]
+    user = rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"]
+    example = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    url = re.search(r"^# PNEUMO_BROKER_URL=(\S+)$", example, re.M)
+    assert url and url.group(1).startswith(f"amqp://{user}:") and "@rabbitmq:5672/" in url.group(1)
+
+
 def redis_directives(path: Path) -> dict[str, str]:
     lines = path.read_text(encoding="utf-8").splitlines()
     pairs = [line.split(None, 1) for line in lines if line.strip() and not line.startswith("#")]
@@ -310,7 +325,8 @@ def test_gpu_override_rejects_duplicate_ids(tmp_path):
 
 
 def test_real_compose_loads_the_file_with_every_profile(tmp_path):
-    profiles = ["--profile", "gpu", "--profile", "flower", "--profile", "monitoring"]
+    profiles = ["--profile", "gpu", "--profile", "flower", "--profile", "monitoring",
+                "--profile", "rabbitmq"]  # fmt: skip
     default = run_compose_config(tmp_path=tmp_path)
     assert set(default["services"]) == {"redis", "gateway", "worker-cpu"}
     everything = run_compose_config(*profiles, tmp_path=tmp_path)
@@ -321,6 +337,7 @@ def test_real_compose_loads_the_file_with_every_profile(tmp_path):
         "worker-gpu",
         "flower",
         "prometheus",
+        "rabbitmq",
     }
 
 
