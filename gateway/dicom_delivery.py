@@ -31,6 +31,7 @@ from typing import Protocol
 
 import httpx
 from celery import Celery, Task
+from redis.exceptions import RedisError
 
 from gateway.dicom_outputs import SOURCES, build
 from shared.config import Settings
@@ -228,7 +229,12 @@ def create_delivery_app(settings: Settings, sender: Sender | None = None) -> Cel
 
     @app.task(name=DELIVER_TASK, bind=True, max_retries=None)
     def deliver(task: Task, job_id: str) -> None:
-        wait_s = deliverer.step(job_id)
+        try:
+            wait_s = deliverer.step(job_id)
+        except RedisError as error:  # the records' Redis away: look again later, not never
+            log.warning("Job %s: delivery postponed, Redis unavailable (%s)", job_id,
+                        type(error).__name__)  # fmt: skip
+            wait_s = settings.delivery_backoff_s
         if wait_s is not None:
             raise task.retry(countdown=wait_s)
 
