@@ -76,8 +76,14 @@ def test_another_key_is_told_the_job_does_not_exist_on_every_route(
     for method, path in job_routes(
         tenants, alices_job
     ):  # all still there for Alice; delete is last
+        answer = tenants.request(method, path, headers=ALICE)
+        if path.endswith(".dcm"):  # her PNG job has no DICOM results, and is told so
+            assert (answer.status_code, answer.json()["error"]["code"]) == (
+                404, "no_dicom_results",
+            ), path  # fmt: skip
+            continue
         expected = 204 if method == "DELETE" else 200
-        assert tenants.request(method, path, headers=ALICE).status_code == expected, path
+        assert answer.status_code == expected, path
 
 
 def test_a_batch_belongs_to_its_key(tenants: TestClient) -> None:
