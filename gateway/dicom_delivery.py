@@ -34,9 +34,10 @@ from celery import Celery, Task
 from redis.exceptions import RedisError
 
 from gateway.dicom_outputs import SOURCES, build
+from shared.blobs import thread_objects
 from shared.config import Settings
 from shared.dicom_results import DicomResults
-from shared.errors import CorruptRecord, NoDicomResults, PictureExpired
+from shared.errors import BlobStoreUnavailable, CorruptRecord, NoDicomResults, PictureExpired
 from shared.queue import DELIVER_TASK, delivery_configured, make_celery
 from shared.schemas import Delivery, Job, JobStatus
 from shared.store import SyncStore
@@ -177,7 +178,11 @@ class Deliverer:
 
     def _try(self, job_id: str, job: Job, attempts: int) -> float | None:
         try:
-            results = build(job, self.store.blobs(job_id, SOURCES))
+            sources = self.store.blobs(job_id, SOURCES)
+        except BlobStoreUnavailable as error:  # the object store away: a failed try, retried
+            return self._failed_try(job_id, attempts, DeliveryFailed(error.message))
+        try:
+            results = build(job, sources)
         except (NoDicomResults, PictureExpired) as error:  # no try will do
             self._give_up(job_id, attempts, error.message)
             return None
@@ -224,7 +229,9 @@ def create_delivery_app(settings: Settings, sender: Sender | None = None) -> Cel
     """The delivery process's app, its one task registered."""
     app = make_celery(settings, "pneumo-delivery")
     app.conf.task_default_queue = settings.delivery_queue_name
-    store = SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s)
+    store = SyncStore.from_url(
+        settings.redis_url, settings.key_prefix, settings.job_ttl_s, thread_objects(settings)
+    )
     deliverer = Deliverer(store, settings, sender or sender_for(settings))
 
     @app.task(name=DELIVER_TASK, bind=True, max_retries=None)
