@@ -32,7 +32,6 @@ from tests.support.processes import (
     DicomListenerProcess,
     GatewayProcess,
     RedisServer,
-    free_port,
     wait_until,
     worker_environment,
 )
@@ -53,11 +52,31 @@ class Pacs:
     gateway: GatewayProcess
     environment: dict[str, str]
     logs: Path
+    delivery: DeliveryProcess | None = None
+    delivery_settings: dict[str, str] | None = None
 
-    def delivery(self, name: str, **settings: str) -> DeliveryProcess:
+    def deliver_with(self, **settings: str) -> None:
+        """`pneumo dicom-delivery` with these settings running, and no other: each start costs
+        seconds, so tests that share settings share the process."""
+        if self.delivery is not None and settings == self.delivery_settings:
+            return
+        self.stop_delivery()
         environment = {**self.environment, "PNEUMO_DICOM_DESTINATION": "",
                        "PNEUMO_DICOMWEB_DESTINATION": "", **settings}  # fmt: skip
-        return DeliveryProcess(environment, self.logs / f"delivery-{name}.log")
+        log_path = self.logs / f"delivery-{len(list(self.logs.glob('delivery-*')))}.log"
+        self.delivery = DeliveryProcess(environment, log_path).__enter__()
+        self.delivery_settings = settings
+
+    def stop_delivery(self) -> None:
+        if self.delivery is not None:
+            self.delivery.__exit__()
+            self.delivery = None
+
+    def deliver_by_c_store(self) -> None:
+        # Two quick tries, so the unreachable-PACS test gives up in about a second.
+        destination = self.environment["PNEUMO_DICOM_DESTINATION"]
+        self.deliver_with(PNEUMO_DICOM_DESTINATION=destination, PNEUMO_DELIVERY_ATTEMPTS="2",
+                          PNEUMO_DELIVERY_BACKOFF_S="0.2")  # fmt: skip
 
     def log_text(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.logs.glob("*.log"))
@@ -76,11 +95,15 @@ def pacs(
     environment["PNEUMO_DICOM_DESTINATION"] = (
         f"{orthanc.AE_TITLE}@127.0.0.1:{pacs_server.dicom_port}"
     )
+    pacs = Pacs(pacs_server, listener, GatewayProcess(environment, logs / "gateway.log"),
+                environment, logs)  # fmt: skip
+    pacs.deliver_by_c_store()  # starts while the others do
     pacs_server.start()
     listener.start()
-    gateway = GatewayProcess(environment, logs / "gateway.log").start()
-    yield Pacs(pacs_server, listener, gateway, environment, logs)
-    for process in (gateway, listener, pacs_server):
+    pacs.gateway.start()
+    yield pacs
+    pacs.stop_delivery()
+    for process in (pacs.gateway, listener, pacs_server):
         process.stop()
 
 
@@ -135,6 +158,13 @@ def check_results(pacs: Pacs, instances: list[dict], job: dict, source, tmp_path
             assert not [line for line in checked.stderr.splitlines() if line.startswith("Error")]
 
 
+def stow(pacs: Pacs, source) -> httpx.Response:
+    body = (b"--pneumo-test-boundary\r\nContent-Type: application/dicom\r\n\r\n"
+            + part10(source) + b"\r\n--pneumo-test-boundary--\r\n")  # fmt: skip
+    return httpx.post(f"{pacs.gateway.url}/dicomweb/studies", content=body,
+                      headers={"Content-Type": STOW_TYPE}, timeout=30)  # fmt: skip
+
+
 def check_privacy(pacs: Pacs, redis_server: RedisServer, worker) -> None:
     for key, stored in values_by_key(redis_server.client()).items():
         if any(trace in value for trace in PATIENT_TRACES for value in (key, *stored)):
@@ -147,10 +177,9 @@ def test_orthanc_stores_to_the_listener_and_gets_sr_and_sc_back(
     pacs: Pacs, redis_server: RedisServer, worker, tmp_path: Path
 ) -> None:
     source = cr_instance(film(1))
-    with pacs.delivery("c-store", PNEUMO_DICOM_DESTINATION=pacs.environment[
-            "PNEUMO_DICOM_DESTINATION"]):  # fmt: skip
-        pacs.orthanc.send("pneumo", pacs.orthanc.upload(part10(source))["ID"])
-        instances = delivered(pacs, source.StudyInstanceUID, 3)
+    pacs.deliver_by_c_store()
+    pacs.orthanc.send("pneumo", pacs.orthanc.upload(part10(source))["ID"])
+    instances = delivered(pacs, source.StudyInstanceUID, 3)
     job = job_of(pacs, redis_server, source.SOPInstanceUID)
     assert job["status"] == "succeeded"
     assert job["delivery"] == {"state": "delivered", "attempts": 1, "last_error": None}
@@ -163,45 +192,41 @@ def test_orthanc_stores_to_the_listener_and_gets_sr_and_sc_back(
     assert not list(redis_server.client().scan_iter(f"pneumo:*{job['job_id']}*"))
 
 
-def test_stow_rs_in_and_stow_rs_back(
-    pacs: Pacs, redis_server: RedisServer, worker, tmp_path: Path
-) -> None:
-    source = cr_instance(film(2))
-    body = (b"--pneumo-test-boundary\r\nContent-Type: application/dicom\r\n\r\n"
-            + part10(source) + b"\r\n--pneumo-test-boundary--\r\n")  # fmt: skip
-    with pacs.delivery("stow", PNEUMO_DICOMWEB_DESTINATION=pacs.orthanc.dicomweb_url):
-        stored = httpx.post(f"{pacs.gateway.url}/dicomweb/studies", content=body,
-                            headers={"Content-Type": STOW_TYPE}, timeout=30)  # fmt: skip
-        assert stored.status_code == 200, stored.text
-        instances = delivered(pacs, source.StudyInstanceUID, 2)
-    assert {item["SOPClassUID"] for item in instances} == {SR_STORAGE, SC_STORAGE}
-    job = job_of(pacs, redis_server, source.SOPInstanceUID)
-    assert job["delivery"]["state"] == "delivered"
-    check_results(pacs, instances, job, source, tmp_path)
-    check_privacy(pacs, redis_server, worker)
-
-
 def test_a_pacs_that_cannot_be_reached_shows_in_the_job_and_the_metrics(
     pacs: Pacs, redis_server: RedisServer
 ) -> None:
     source = cr_instance(film(3))
-    nowhere = f"NOBODY@127.0.0.1:{free_port()}"  # nothing listens there
-    with pacs.delivery("unreachable", PNEUMO_DICOM_DESTINATION=nowhere,
-                       PNEUMO_DELIVERY_ATTEMPTS="2", PNEUMO_DELIVERY_BACKOFF_S="0.2"):  # fmt: skip
-        pacs.orthanc.send("pneumo", pacs.orthanc.upload(part10(source))["ID"])
+    pacs.deliver_by_c_store()
+    pacs.orthanc.stop()  # the PACS away; the film comes in by STOW-RS meanwhile
+    try:
+        assert stow(pacs, source).status_code == 200
         job: dict = {}
 
         def given_up() -> bool:
-            found = jobs_by_instance(redis_server.client())
-            if source.SOPInstanceUID in found:
-                job.update(job_of(pacs, redis_server, source.SOPInstanceUID))
+            job.update(job_of(pacs, redis_server, source.SOPInstanceUID))
             return (job.get("delivery") or {}).get("state") == "failed"
 
         wait_until(given_up, 40, "the delivery to give up")
+    finally:
+        pacs.orthanc.start()
     assert job["delivery"]["attempts"] == 2
-    assert "No association with NOBODY" in job["delivery"]["last_error"]
+    assert f"No association with {orthanc.AE_TITLE}" in job["delivery"]["last_error"]
     metrics = httpx.get(f"{pacs.gateway.url}/metrics", timeout=10).text
     counts = {line.split("{")[1].split("}")[0]: float(line.split()[-1])
               for line in metrics.splitlines()
               if line.startswith("pneumo_dicom_deliveries_total{")}  # fmt: skip
     assert counts['outcome="failed"'] >= 1 and counts['outcome="retried"'] >= 1
+
+
+def test_stow_rs_in_and_stow_rs_back(
+    pacs: Pacs, redis_server: RedisServer, worker, tmp_path: Path
+) -> None:
+    source = cr_instance(film(2))
+    pacs.deliver_with(PNEUMO_DICOMWEB_DESTINATION=pacs.orthanc.dicomweb_url)
+    assert stow(pacs, source).status_code == 200
+    instances = delivered(pacs, source.StudyInstanceUID, 2)
+    assert {item["SOPClassUID"] for item in instances} == {SR_STORAGE, SC_STORAGE}
+    job = job_of(pacs, redis_server, source.SOPInstanceUID)
+    assert job["delivery"]["state"] == "delivered"
+    check_results(pacs, instances, job, source, tmp_path)
+    check_privacy(pacs, redis_server, worker)
