@@ -27,15 +27,20 @@ RENDER = "render"
 REDIS = "redis"
 CELERY = "celery"
 SERIALISATION = "json/pydantic"
+HTTP = "http"  # a gateway's server, framework and multipart parser (`python -m bench --host`)
 OTHER = "other python"
 IDLE = "idle/waiting"
-BUSY_CATEGORIES = (MODEL, DECODE, RENDER, REDIS, CELERY, SERIALISATION, OTHER)
+BUSY_CATEGORIES = (MODEL, DECODE, RENDER, REDIS, CELERY, SERIALISATION, HTTP, OTHER)
 
 # Libraries with one job in this service: the innermost frame in one of them decides.
 SINGLE_PURPOSE_PACKAGES = {
     **dict.fromkeys(["tensorflow", "keras", "tf_keras", "jax", "jaxlib", "optree"], MODEL),
     **dict.fromkeys(["celery", "celery_batches", "kombu", "billiard", "vine", "amqp"], CELERY),
     **dict.fromkeys(["pydantic", "pydantic_core"], SERIALISATION),
+    **dict.fromkeys(
+        ["uvicorn", "starlette", "fastapi", "httptools", "h11", "python_multipart", "multipart"],
+        HTTP,
+    ),  # fmt: skip
     "pydicom": DECODE,
 }
 # Libraries that serve several purposes (Pillow decodes uploads and encodes PNGs; redis-py

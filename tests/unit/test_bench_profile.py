@@ -12,6 +12,7 @@ from bench.profile import (
     BUSY_CATEGORIES,
     CELERY,
     DECODE,
+    HTTP,
     IDLE,
     MODEL,
     OTHER,
@@ -102,6 +103,24 @@ def stack(*parts: str) -> tuple[Frame, ...]:
             ),
         ),
         (OTHER, stack(POOL_THREAD, "Condition.notify (threading.py:400)")),
+        # A gateway: the framework's own work is HTTP, the intake it calls is decoding.
+        (
+            HTTP,
+            stack(
+                "run (uvicorn/server.py:60)",
+                "__call__ (starlette/routing.py:700)",
+                "parse (python_multipart/multipart.py:1200)",
+            ),
+        ),
+        (
+            DECODE,
+            stack(
+                "__call__ (starlette/routing.py:700)",
+                "submit_job (gateway/routes/jobs.py:40)",
+                "accept_upload (shared/imaging.py:124)",
+                "load (PIL/ImageFile.py:300)",
+            ),
+        ),
     ],
 )
 def test_the_innermost_frame_with_a_purpose_decides(expected: str, frames: tuple) -> None:
