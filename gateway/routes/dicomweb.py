@@ -31,10 +31,10 @@ router = APIRouter(prefix="/dicomweb", tags=["dicomweb"], dependencies=[AuthDep]
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 STOW_RESPONSES = {
+    **ERRORS,  # first: STOW-RS's own 409 (no instance taken) replaces the JSON error's
     200: {"content": {DICOM_JSON: {}}, "description": "Every instance was taken."},
     202: {"content": {DICOM_JSON: {}}, "description": "Some instances were taken."},
     409: {"content": {DICOM_JSON: {}}, "description": "No instance was taken."},
-    **ERRORS,
 }
 
 
