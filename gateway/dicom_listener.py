@@ -27,7 +27,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from gateway.dicom_intake import Refused, take_instance
+from gateway.dicom_intake import Refused, Status, take_instance
 from gateway.queue_depth import QueueDepth
 from gateway.rate_limit import RateLimiter
 from gateway.security import owner_of
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # ErrorComment is LO: 64 characters at most.
 ERROR_COMMENT_CHARS = 64
-# How long a sender waits for our answer to one C-STORE at most, decode budget wait included.
+# How long a sender waits for our answer to one C-STORE at most, decode budget wait included;
+# then 0xA700.
 STORE_ANSWER_TIMEOUT_S = 120.0
 
 
@@ -119,7 +120,7 @@ class DicomListener:
         negotiated = str(event.request.AffectedSOPClassUID)
         data = event.encoded_dataset(include_meta=True)
         try:
-            job = self._run(self._take(data, calling, negotiated), STORE_ANSWER_TIMEOUT_S)
+            job = self._run(self._take(data, calling, negotiated))
         except Refused as refusal:
             log.info("C-STORE from %s refused: 0x%04X %s", calling, refusal.status, refusal.comment)
             return refusal_status(refusal)
@@ -134,7 +135,16 @@ class DicomListener:
             rate_limiter=self.rate_limiter, decode_budget=self.decode_budget,
             queue_depth=self.queue_depth, owner=self.owner,
         )  # fmt: skip
-        return await take_instance(data, intake, negotiated)
+        try:
+            async with asyncio.timeout(STORE_ANSWER_TIMEOUT_S):
+                return await take_instance(data, intake, negotiated)
+        except TimeoutError:
+            # A backstop: the decode budget and the Redis pool time out well before. The job
+            # may still land if its publish was under way; the sender's retry then makes a
+            # second one, as with any C-STORE answered late.
+            raise Refused(
+                Status.OUT_OF_RESOURCES, "timeout", "The instance was not queued in time."
+            ) from None
 
 
 def listener_owner(settings: Settings) -> str | None:
