@@ -102,6 +102,8 @@ class StowSender:
 
     def __init__(self, base_url: str, timeout_s: float):
         self.url, self.timeout_s = base_url.rstrip("/") + "/studies", timeout_s
+        # What errors (the job's last_error, logs) name: never the URL's credentials.
+        self.shown = str(httpx.URL(self.url).copy_with(username=None, password=None))
 
     def send(self, results: DicomResults) -> None:
         boundary = uuid.uuid4().hex
@@ -116,12 +118,12 @@ class StowSender:
             response = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout_s)
         except httpx.HTTPError as error:
             raise DeliveryFailed(
-                f"STOW-RS to {self.url} failed ({type(error).__name__})."
+                f"STOW-RS to {self.shown} failed ({type(error).__name__})."
             ) from None
         refused = response.status_code == 202 and FAILED_SOP_SEQUENCE in _json(response)
         if response.status_code not in (200, 202) or refused:
             raise DeliveryFailed(
-                f"STOW-RS to {self.url} answered HTTP {response.status_code}"
+                f"STOW-RS to {self.shown} answered HTTP {response.status_code}"
                 + (" with failed instances." if refused else ".")
             )
 

@@ -31,7 +31,7 @@ def store(redis_server: RedisServer) -> Iterator[SyncStore]:
 
 
 def settings(**overrides: object) -> Settings:
-    closed = f"http://127.0.0.1:{free_port()}/dicom-web"  # nothing listens there
+    closed = f"http://pneumo:s3cret@127.0.0.1:{free_port()}/dicom-web"  # nothing listens there
     values: dict = {"dicomweb_destination": closed, "delivery_attempts": 3,
                     "delivery_backoff_s": 2.0, "delivery_backoff_max_s": 5.0}  # fmt: skip
     return Settings(**(values | overrides))
@@ -88,7 +88,7 @@ def test_failed_tries_back_off_doubling_then_give_up_visibly(store: SyncStore) -
     assert [deliverer.step(job.job_id) for _ in range(3)] == [2.0, 4.0, None]
     delivery = delivery_of(store, job)
     assert delivery is not None and (delivery.state, delivery.attempts) == ("failed", 3)
-    assert "STOW-RS to http://127.0.0.1:" in (delivery.last_error or "")
+    assert "STOW-RS to http://127.0.0.1:" in (delivery.last_error or "")  # no credentials
     assert counts(store) == {"retried": 2, "failed": 1}
     assert deliverer.step(job.job_id) is None  # settled: a repeated message does nothing
     assert counts(store) == {"retried": 2, "failed": 1}
