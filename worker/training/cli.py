@@ -147,7 +147,8 @@ def evaluate(
 def train_demo(
     out: Annotated[Path, typer.Option(help="Where the demo artifact goes.")] = Path("models/demo"),
     count: Annotated[int, typer.Option(min=100, help="Phantoms to generate (256 px).")] = 1600,
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    # standard phantoms: validation AUC still rose at epoch 6 of 8 (0.889 -> 0.899 at 7)
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
     seed: Seed = 0,
     difficulty: Difficulty = "standard",
 ) -> None:
