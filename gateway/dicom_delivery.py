@@ -27,6 +27,7 @@ import io
 import logging
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import httpx
@@ -35,7 +36,7 @@ from redis.exceptions import RedisError
 
 from gateway.dicom_outputs import SOURCES, build
 from shared.blobs import thread_objects
-from shared.config import Settings
+from shared.config import Settings, get_settings
 from shared.dicom_results import DicomResults
 from shared.errors import BlobStoreUnavailable, CorruptRecord, NoDicomResults, PictureExpired
 from shared.queue import DELIVER_TASK, delivery_configured, make_celery
@@ -248,6 +249,19 @@ def create_delivery_app(settings: Settings, sender: Sender | None = None) -> Cel
             raise task.retry(countdown=wait_s)
 
     return app
+
+
+@lru_cache(maxsize=1)
+def delivery_app() -> Celery:
+    return create_delivery_app(get_settings())
+
+
+def __getattr__(name: str) -> Celery:
+    # `celery -A gateway.dicom_delivery inspect ping` (the container's healthcheck) looks up
+    # `app` here: built on that first look-up, so importing this module reads no environment.
+    if name == "app":
+        return delivery_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run(settings: Settings, concurrency: int, log_level: str) -> None:
