@@ -6,8 +6,9 @@ N and M from `bench.sizing` (the rule in deploy/README.md) unless given. Then, s
 (a) the model ceiling in process, (b) the worker pool draining a pre-filled queue, (c) HTTP
 submit-and-poll at concurrency 1, 32 and 256 on 1,000 px JPEGs with p50/p95/p99, (d) the CPU
 each kind of process spent per image (from /proc), and (e) what bounds each run: how busy
-each kind was against what it has, and with `--profile` py-spy samples of a pool worker and
-a gateway (`bench.profile`).
+each kind was against what it has, and with `--profile` py-spy samples of a gateway and a
+worker over one more run at the top concurrency (`bench.profile`), apart from the measured
+ones, which sampling would slow.
 """
 
 from __future__ import annotations
@@ -126,10 +127,13 @@ def run_host_benchmark(plan: HostPlan, model_dir: Path, cores: int | None = None
         workers = start_pool(redis, model_dir, workdir, batch_size, "worker", settings, pool)
         try:
             results["pool"] = time_drain(redis, store, workers, job_ids,
-                                         workdir / "pool-profile.txt", plan.profile)  # fmt: skip
+                                         workdir / "pool-profile.txt")  # fmt: skip
             # The same workers serve the HTTP runs, on a Redis as small as a fresh one.
             forget_jobs(redis, job_ids)
-            results["e2e"] = http_runs(redis, model_dir, images, plan, sizing, workers, workdir)
+            runs, profiled = http_runs(redis, model_dir, images, plan, sizing, workers, workdir)
+            results["e2e"] = runs
+            if profiled is not None:
+                results["e2e_profiled"] = profiled
         finally:
             stop_all(workers)
     results["ratios"] = host_ratios(results)
@@ -140,8 +144,9 @@ def run_host_benchmark(plan: HostPlan, model_dir: Path, cores: int | None = None
 
 def http_runs(redis: RedisServer, model_dir: Path, images: list[bytes], plan: HostPlan,
               sizing: HostSizing, workers: list[WorkerProcess],
-              workdir: Path) -> dict[str, dict]:  # fmt: skip
-    """The gateways up beside the pool; the load at each concurrency in turn."""
+              workdir: Path) -> tuple[dict[str, dict], dict | None]:  # fmt: skip
+    """The gateways up beside the pool; the load at each concurrency in turn, then with
+    `plan.profile` a profiled run at the top concurrency (a quarter of its requests)."""
     gateway = UvicornProcess("gateway.app:create_app", gateway_environment(redis, model_dir),
                              workdir / "gateway.log", "/readyz", factory=True,
                              processes=sizing.gateway_processes)  # fmt: skip
@@ -155,13 +160,16 @@ def http_runs(redis: RedisServer, model_dir: Path, images: list[bytes], plan: Ho
         pids = {"gateway": gateway_pid, "worker": _pids(workers), "redis": redis.process.pid}
         runs = {}
         for concurrency, count in sorted(plan.requests.items()):
-            profiled = plan.profile and concurrency == max(plan.requests)
             runs[str(concurrency)] = timed_load(gateway.url, images, count, concurrency, pids,
-                                                plan.clients_per_load_process,
-                                                workdir if profiled else None)  # fmt: skip
+                                                plan.clients_per_load_process)  # fmt: skip
             print(f"[bench host] @{concurrency}: {runs[str(concurrency)]['img_s']} img/s",
                   file=sys.stderr, flush=True)  # fmt: skip
-        return runs
+        if not plan.profile:
+            return runs, None
+        top = max(plan.requests)
+        profiled = timed_load(gateway.url, images, max(1, plan.requests[top] // 4), top, pids,
+                              plan.clients_per_load_process, profile_dir=workdir)  # fmt: skip
+        return runs, profiled
     finally:
         gateway.stop()
 
@@ -261,13 +269,12 @@ def host_markdown(results: dict) -> str:
 
 
 def _profiles(results: dict) -> list[tuple[str, dict]]:
-    found = []
-    if "worker_profile" in results["pool"]:
-        found.append(("Pool worker profile (drain)", results["pool"]["worker_profile"]))
-    for concurrency, run in results["e2e"].items():
-        for kind, profile in run.get("profiles", {}).items():
-            found.append((f"{kind.capitalize()} profile (end to end @{concurrency})", profile))
-    return found
+    profiled = results.get("e2e_profiled")
+    if profiled is None:
+        return []
+    return [(f"{kind.capitalize()} profile (a profiled run @{profiled['concurrency']}, "
+             f"{profiled['img_s']} img/s)", profile)
+            for kind, profile in profiled["profiles"].items()]  # fmt: skip
 
 
 def _profile_line(profile: dict) -> str:
