@@ -44,6 +44,16 @@ async def picture(store: AsyncStore, job: Job, name: str) -> bytes:
     return png
 
 
+async def presigned_picture(store: AsyncStore, job: Job, name: str) -> str | None:
+    """Where the blob store presigns (`PNEUMO_S3_PRESIGN`): a URL of the kept picture, drawn
+    and kept first if it was not yet; None: serve the bytes."""
+    url = await store.presigned_url(job.job_id, name)
+    if url is None and store.presigns:
+        await picture(store, job, name)
+        url = await store.presigned_url(job.job_id, name)
+    return url
+
+
 async def model_input(store: AsyncStore, job: Job) -> bytes:
     """The radiograph as the model saw it (trimmed, resized), as PNG bytes."""
     stored_input = await store.blob(job.job_id, "input")

@@ -90,6 +90,20 @@ class Settings(BaseSettings):
     s3_prefix: str = Field(
         "pneumo", description="Objects are `{s3_prefix}/{job id}/{blob name}` in the bucket."
     )
+    s3_presign: bool = Field(
+        False,
+        description="With `blob_store=s3`: `overlay.png` and `heatmap.png` answer 307 to a "
+        "presigned URL of the kept picture (anyone holding it may fetch it until it expires) "
+        "instead of passing the bytes through the gateway.",
+    )
+    s3_public_endpoint_url: str = Field(
+        "",
+        description="The S3 endpoint clients reach, which presigned URLs are signed for (say "
+        "`https://objects.example.org`); empty: `s3_endpoint_url`.",
+    )
+    s3_presign_expiry_s: int = Field(
+        300, gt=0, le=604_800, description="How long a presigned picture URL is valid."
+    )
     s3_timeout_s: float = Field(
         10.0,
         gt=0,

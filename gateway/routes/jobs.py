@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from fastapi.responses import RedirectResponse
 
 from gateway.deps import (
     AuthDep,
@@ -18,7 +19,7 @@ from gateway.deps import (
     SettingsDep,
     StoreDep,
 )
-from gateway.pictures import PICTURES, picture
+from gateway.pictures import PICTURES, picture, presigned_picture
 from gateway.security import Caller
 from gateway.submission import one_file_part, submit, wait_for_final
 from shared.errors import JobNotFound, JobNotReady, UnknownPath, shown
@@ -96,6 +97,9 @@ async def get_picture(job_id: str, name: str, store: StoreDep, caller: CallerDep
     if name not in PICTURES:
         raise UnknownPath(f"No picture {shown(name)}; there are overlay.png and heatmap.png.")
     job = await find_succeeded_job(store, job_id, caller)
+    url = await presigned_picture(store, job, name)
+    if url is not None:  # the client fetches it from the object store, not through us
+        return RedirectResponse(url, status_code=307)
     return png_response(await picture(store, job, name))
 
 

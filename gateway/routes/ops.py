@@ -25,11 +25,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Redis down or no worker with a model"}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Redis or the object store down, or no worker with a model"}},
+)
 async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     workers = await live_workers(store, settings.heartbeat_s)
-    ready = bool(workers)
+    objects = await store.blobs_reachable()
+    ready = bool(workers) and objects
     body = {"status": "ready" if ready else "not_ready", "redis": "ok", "workers": len(workers)}
+    if settings.blob_store == "s3":
+        body["object_store"] = "ok" if objects else "unreachable"
     return JSONResponse(
         body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"}
     )

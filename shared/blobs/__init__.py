@@ -18,11 +18,12 @@ lifecycle rule (docs/operations.md) is the backstop for anything a crash left be
 
 from __future__ import annotations
 
-from shared.blobs.s3 import AsyncS3Blobs, S3Blobs, S3Location, open_s3
+from shared.blobs.s3 import AsyncS3Blobs, Presigning, S3Blobs, S3Location, open_s3
 from shared.config import Settings
 
 __all__ = [
-    "AsyncS3Blobs", "S3Blobs", "S3Location", "async_objects", "open_s3", "thread_objects",
+    "AsyncS3Blobs", "Presigning", "S3Blobs", "S3Location", "async_objects", "open_s3",
+    "thread_objects",
 ]  # fmt: skip
 
 
@@ -30,7 +31,11 @@ def async_objects(settings: Settings) -> AsyncS3Blobs | None:
     """The gateway's object store; None where blobs stay in Redis."""
     if settings.blob_store != "s3":
         return None
-    return AsyncS3Blobs(S3Location.from_settings(settings))
+    presigning = None
+    if settings.s3_presign:
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        presigning = Presigning(public, settings.s3_presign_expiry_s)
+    return AsyncS3Blobs(S3Location.from_settings(settings), presigning=presigning)
 
 
 def thread_objects(settings: Settings) -> S3Blobs | None:

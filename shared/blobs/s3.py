@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,12 +80,44 @@ def _unavailable(error: Exception) -> BlobStoreUnavailable:
     )
 
 
+@dataclass(frozen=True)
+class Presigning:
+    """Presigned GET URLs for clients: signed for the endpoint they reach, valid this long."""
+
+    public_endpoint_url: str
+    expiry_s: int
+
+
 class AsyncS3Blobs:
     """A job's blobs as objects `{prefix}/{job id}/{name}`, on the caller's event loop."""
 
-    def __init__(self, location: S3Location, store: S3Store | None = None):
+    def __init__(self, location: S3Location, store: S3Store | None = None,
+                 presigning: Presigning | None = None):  # fmt: skip
         self.location = location
         self.store = store or open_s3(location)
+        self.presigning = presigning
+        # Signing needs no request, only the endpoint the URL names: a client of its own.
+        self._signer = None
+        if presigning is not None:
+            public = replace(location, endpoint_url=presigning.public_endpoint_url)
+            self._signer = open_s3(public)
+
+    async def exists(self, job_id: str, name: str) -> bool:
+        try:
+            await obstore.head_async(self.store, self.location.key(job_id, name))
+        except (FileNotFoundError, NotFoundError):
+            return False
+        except (BaseError, OSError, TimeoutError) as error:
+            raise _unavailable(error) from error
+        return True
+
+    async def signed_url(self, job_id: str, name: str) -> str | None:
+        """A presigned GET URL of the object for clients; None without presigning."""
+        if self._signer is None or self.presigning is None:
+            return None
+        expiry = timedelta(seconds=self.presigning.expiry_s)
+        key = self.location.key(job_id, name)
+        return await obstore.sign_async(self._signer, "GET", key, expiry)
 
     async def put_many(self, blobs_by_job: Mapping[str, Mapping[str, bytes]]) -> None:
         """Every blob of every job given, in one concurrent round."""
@@ -109,6 +141,15 @@ class AsyncS3Blobs:
         keys = [self.location.key(job_id, name) for job_id in job_ids for name in names]
         if keys:
             await self._all([obstore.delete_async(self.store, keys)])
+
+    async def reachable(self) -> bool:
+        """One GET of a key that never exists: answered (404) means up, authorised, and the
+        bucket there; anything else is down."""
+        try:
+            await self._all([self._get(self.location.key("_readyz", "probe"))])
+        except BlobStoreUnavailable:
+            return False
+        return True
 
     async def _get(self, key: str) -> bytes | None:
         try:

@@ -176,6 +176,23 @@ class AsyncStore:
             await self.client.zrem(self.keys.blob_expiry, job_id)
         return int(removed) > 0
 
+    @property
+    def presigns(self) -> bool:
+        return self.objects is not None and self.objects.presigning is not None
+
+    async def presigned_url(self, job_id: str, name: str) -> str | None:
+        """A presigned URL of the stored blob for a client (`PNEUMO_S3_PRESIGN`); None where
+        blobs are not presigned or this one is not stored (yet)."""
+        if self.objects is None or self.objects.presigning is None:
+            return None
+        if not await self.objects.exists(job_id, name):
+            return None
+        return await self.objects.signed_url(job_id, name)
+
+    async def blobs_reachable(self) -> bool:
+        """The object store answers (always, with blobs in Redis: Redis is checked apart)."""
+        return self.objects is None or await self.objects.reachable()
+
     async def memory_high(self) -> bool:
         """Redis is above the memory watermark: time to refuse new jobs (`store.memory`)."""
         return await self.watermark.is_high(self.client)
