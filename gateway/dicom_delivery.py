@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,7 +40,7 @@ from shared.blobs import thread_objects
 from shared.config import Settings, get_settings
 from shared.dicom_results import DicomResults
 from shared.errors import BlobStoreUnavailable, CorruptRecord, NoDicomResults, PictureExpired
-from shared.queue import DELIVER_TASK, delivery_configured, make_celery
+from shared.queue import DELIVER_TASK, delivery_configured, enqueue_delivery, make_celery
 from shared.schemas import Delivery, Job, JobStatus
 from shared.store import SyncStore
 
@@ -48,7 +49,11 @@ log = logging.getLogger(__name__)
 # C-STORE statuses that mean stored: success, and the warnings (coerced, elements discarded,
 # dataset does not match the SOP class), which a PACS sends for instances it kept.
 STORED = (0x0000, 0xB000, 0xB006, 0xB007)
-FAILED_SOP_SEQUENCE = "00081198"  # in a STOW-RS response: the instances it did not store
+FAILED_SOP_SEQUENCE = "00081198"
+SWEEP_INTERVAL_S, SWEEP_MARGIN_S = (
+    30.0,
+    60.0,
+)  # in a STOW-RS response: the instances it did not store
 
 
 class DeliveryFailed(Exception):
@@ -165,14 +170,18 @@ class Deliverer:
         """Seconds until the next look at this job, or None when its delivery is settled."""
         (loaded,) = self.store.load_jobs([job_id])
         if loaded is None:  # deleted or expired: nothing to send, nowhere to say so
+            self.store.forget_delivery(job_id)
             return None
         if isinstance(loaded, CorruptRecord):
             log.error("Job %s: record unreadable, its DICOM results are not sent", job_id)
+            self.store.forget_delivery(job_id)
             return None
         job, delivery = loaded, loaded.delivery or Delivery(state="pending")
         if delivery.state != "pending":  # a repeated message after the outcome was written
+            self.store.forget_delivery(job_id)
             return None
         if not job.status.is_final:
+            self.store.touch_delivery(job_id)
             return self.settings.delivery_poll_s
         if job.status is JobStatus.failed:
             self._write(job_id, Delivery(state="skipped", attempts=delivery.attempts), "skipped")
@@ -217,6 +226,22 @@ class Deliverer:
         wait = self.settings.delivery_backoff_s * 2 ** (attempts - 1)
         return min(wait, self.settings.delivery_backoff_max_s,
                    self.settings.visibility_timeout_s / 2)  # fmt: skip
+
+    def sweep(self, app: Celery) -> list[str]:
+        """Queue again every pending delivery nobody has looked at for longer than the longest
+        wait between two looks (plus a try's timeout and a margin): its message was lost (a
+        task that died, a retry that could not be published while Redis was away). A second
+        message for a delivery that was only late is harmless: a settled one ignores it."""
+        longest_wait_s = max(self.backoff_s(self.settings.delivery_attempts),
+                             self.settings.delivery_poll_s)  # fmt: skip
+        stale_s = longest_wait_s + 2 * self.settings.delivery_timeout_s + SWEEP_MARGIN_S
+        job_ids = self.store.stale_deliveries(stale_s)
+        for job_id in job_ids:
+            self.store.touch_delivery(job_id)
+            enqueue_delivery(app, self.settings, job_id)
+        if job_ids:
+            log.warning("%d DICOM deliveries queued again: their messages were lost", len(job_ids))
+        return job_ids
 
     def _give_up(self, job_id: str, attempts: int, reason: str) -> None:
         self._write(job_id, Delivery(state="failed", attempts=attempts, last_error=reason),
@@ -271,7 +296,20 @@ def run(settings: Settings, concurrency: int, log_level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its DEBUG quotes elements
     app = create_delivery_app(settings)
+    sweeper = threading.Thread(target=_sweep_forever, args=(app, settings), daemon=True)
+    sweeper.start()
     app.worker_main([
         "worker", "-Q", settings.delivery_queue_name, "--pool", "threads", "-c", str(concurrency),
         "-n", "delivery@%h", "--without-gossip", "--without-mingle", "--loglevel", log_level,
     ])  # fmt: skip
+
+
+def _sweep_forever(app: Celery, settings: Settings) -> None:
+    """`Deliverer.sweep` every `SWEEP_INTERVAL_S`, for the process's lifetime."""
+    store = SyncStore.from_url(settings.redis_url, settings.key_prefix, settings.job_ttl_s)
+    deliverer, stop = Deliverer(store, settings, sender_for(settings)), threading.Event()
+    while not stop.wait(SWEEP_INTERVAL_S):
+        try:
+            deliverer.sweep(app)
+        except RedisError as error:
+            log.warning("Delivery sweep skipped, Redis unavailable (%s)", type(error).__name__)

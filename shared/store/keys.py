@@ -83,6 +83,10 @@ class Keys:
         return f"{self.prefix}:deliveries"
 
     @property
+    def deliveries_pending(self) -> str:
+        return f"{self.prefix}:deliveries-pending"
+
+    @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 

@@ -86,10 +86,28 @@ class SyncStore:
                     pipe.set(key, job.record_json(), keepttl=True)
                     if outcome:
                         pipe.hincrby(self.keys.deliveries, outcome, 1)
+                    if delivery.state == "pending":
+                        pipe.zadd(self.keys.deliveries_pending, {job_id: time.time()})
+                    else:
+                        pipe.zrem(self.keys.deliveries_pending, job_id)
                     pipe.execute()
                     return True
                 except redis.WatchError:  # the record changed meanwhile: read it again
                     continue
+
+    def touch_delivery(self, job_id: str) -> None:
+        """A delivery was looked at now (`stale_deliveries`)."""
+        self.client.zadd(self.keys.deliveries_pending, {job_id: time.time()})
+
+    def forget_delivery(self, job_id: str) -> None:
+        self.client.zrem(self.keys.deliveries_pending, job_id)
+
+    def stale_deliveries(self, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Pending deliveries nobody looked at for `older_than_s`: their message was lost."""
+        cutoff = time.time() - older_than_s
+        found = self.client.zrangebyscore(self.keys.deliveries_pending, "-inf", cutoff, start=0,
+                                          num=limit)  # fmt: skip
+        return [cast(bytes, job_id).decode() for job_id in cast(list, found)]
 
     def load_jobs(self, job_ids: Sequence[str]) -> list[Loaded]:
         records = cast(list, self.client.mget([self.keys.job(job_id) for job_id in job_ids]))

@@ -3,6 +3,9 @@ wait for the job, skip a failed one, retry with doubling backoff, give up visibl
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,6 +19,7 @@ from shared.dicom_header import SOURCE_HEADER_BLOB
 from shared.display import encode_display
 from shared.geometry import Placement, Span
 from shared.handoff import pack_map
+from shared.queue import make_celery
 from shared.schemas import Delivery, Job, JobError, JobStatus
 from shared.store import SyncStore
 from tests.support.pacs import cr_instance, part10, succeeded_job
@@ -118,3 +122,30 @@ def test_the_destination_picks_the_sender() -> None:
         Settings(dicom_destination="pacs.example:104")
     with pytest.raises(ValueError, match="not both"):
         Settings(dicom_destination="A@h:1", dicomweb_destination="http://pacs")
+
+
+def test_a_delivery_whose_message_was_lost_is_queued_again(
+    store: SyncStore, redis_server: RedisServer
+) -> None:
+    configured = settings(delivery_queue_name=f"{store.keys.prefix}-queue",
+                          redis_url=redis_server.url)  # fmt: skip
+    job = saved_job(store, JobStatus.running)
+    deliverer = Deliverer(store, configured, sender_for(configured))
+    assert deliverer.step(job.job_id) == configured.delivery_poll_s  # looked at: tracked
+    app = make_celery(configured)
+    assert deliverer.sweep(app) == []  # recently looked at: its message is on its way
+    # Its message is lost (a retry that could not be published): nobody looks at it again.
+    store.client.zadd(store.keys.deliveries_pending, {job.job_id: time.time() - 3600})
+    assert deliverer.sweep(app) == [job.job_id]
+    (message,) = store.client.lrange(configured.delivery_queue_name, 0, -1)
+    args, kwargs, _ = json.loads(base64.b64decode(json.loads(message)["body"]))
+    assert (args, kwargs) == ([job.job_id], {})  # the job id, nothing else
+    assert deliverer.sweep(app) == []  # queued again once, not at every sweep
+    store.client.delete(configured.delivery_queue_name)
+
+
+def test_a_settled_delivery_is_no_longer_tracked(store: SyncStore) -> None:
+    configured = settings()
+    job = saved_job(store, JobStatus.failed)
+    Deliverer(store, configured, sender_for(configured)).step(job.job_id)
+    assert store.client.zscore(store.keys.deliveries_pending, job.job_id) is None
