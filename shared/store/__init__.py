@@ -20,6 +20,9 @@ Key layout, all under the configured prefix:
     {p}:workers               hash: worker name -> heartbeat JSON (model card, time)
     {p}:results               hash: assessment -> results finished with it, for ever (no TTL:
                               a counter for /metrics, counted once per job by its final write)
+    {p}:deliveries            hash: DICOM delivery outcome -> count, for ever (/metrics)
+    {p}:deliveries-pending    sorted set: pending DICOM delivery's job id -> last looked at
+                              (`gateway.dicom_delivery`: its sweep finds lost messages)
     {p}:finished              pub/sub channel, not a key: the id of each job whose final state
                               landed, for the gateways' long polls (gateway.wakeups)
 
