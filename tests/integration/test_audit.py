@@ -91,9 +91,11 @@ def test_the_gradcam_peak_lies_in_the_lesion_for_most_true_positives(experiment)
 
 def test_randomised_weights_change_the_maps(experiment) -> None:
     """The cascade runs whole, from the head down, and the verdict is the rule applied to every
-    stage. Grad-CAM's maps move further than Grad-CAM++'s once only the head is random (its
-    signed channel weights follow the head; Grad-CAM++ keeps every positively weighted
-    channel's structure), and every method's maps decorrelate once the whole network is."""
+    stage; every method's maps decorrelate once the whole network is random. Whether a method
+    passes is not asserted: at the head-only stage Grad-CAM's Spearman/SSIM measured 0.01-0.72
+    / 0.10-0.59 over five runs of the earlier experiment (seeds 0-2, oneDNN on and off, one
+    thread and all), either side of the 0.5 line; at the last stage every method's Spearman
+    stayed within -0.18..0.10."""
     audit = experiment[0].audits["after"].summary
     stages, limit = audit["randomization"]["stages"], audit["randomization"]["limit"]
     assert [stage["stage"] for stage in stages][:2] == ["head", "+ conv block 2"]
@@ -108,8 +110,6 @@ def test_randomised_weights_change_the_maps(experiment) -> None:
             audit["methods"][method]["randomization_similarity"]
             == (stages[0]["methods"][method]["spearman"])
         )
-    head = stages[0]["methods"]
-    assert head["gradcam"]["spearman"] < head["gradcam++"]["spearman"] - 0.1
     assert all(stages[-1]["methods"][m]["spearman"] < 0.4 for m in METHOD_NAMES)
 
 
