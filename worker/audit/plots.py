@@ -110,7 +110,7 @@ def randomisation_plot(stages: list[dict], path: Path) -> Path:
             axes.plot(names, [np.nan if v is None else v for v in values], marker="o", label=method)
     for axes, title in ((rank_axes, "Spearman rank correlation"), (ssim_axes, "SSIM")):
         axes.axhline(0.5, color="red", linestyle=":", label="flag above")
-        axes.set(title=title, ylim=(-0.3, 1.05), xlabel="randomised (cumulative, from the top)")
+        axes.set(title=title, ylim=(-1.05, 1.05), xlabel="randomised (cumulative, from the top)")
         axes.tick_params(axis="x", labelrotation=20, labelsize=7)
     rank_axes.legend(fontsize=7)
     return _save(figure, path)
