@@ -135,7 +135,9 @@ class SyncStore:
         refused write may have overwritten a finished job's objects with its twin's (the same
         model on the same input: the same bytes)."""
         assert self.objects is not None
-        self.objects.put_many({each.job.job_id: each.blobs for each in writes if each.blobs})
+        blobs = {each.job.job_id: each.blobs for each in writes if each.blobs}
+        if blobs:  # a claim writes none
+            self.objects.put_many(blobs)
         landed = self._write_records([Write(each.job) for each in writes])
         outcomes = list(zip(writes, landed, strict=True))
         finished = [each.job.job_id for each, ok in outcomes if ok and each.job.status.is_final]

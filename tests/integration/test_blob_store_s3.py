@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench.object_store import SeaweedServer
-from shared.blobs import S3Blobs, S3Location
+from shared.blobs import S3Blobs, S3Location, open_s3
 from shared.config import Settings
 from shared.store import BLOB_NAMES, SyncStore, new_job
 from tests.support.faults import Tally, finish_and_tally, freeze_mid_batch, paused, records
@@ -105,8 +105,7 @@ def s3_api(
 
 def object_names(object_store: SeaweedServer, job_id: str) -> set[str]:
     location = S3Location(object_store.endpoint_url, object_store.bucket, "us-east-1", "pneumo")
-    blobs = S3Blobs(location)
-    listed = obstore.list(blobs.blobs.store, prefix=f"pneumo/{job_id}/").collect()
+    listed = obstore.list(open_s3(location), prefix=f"pneumo/{job_id}/").collect()
     return {entry["path"].rsplit("/", 1)[-1] for entry in listed}
 
 
