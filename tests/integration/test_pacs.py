@@ -6,6 +6,7 @@ patient identifier in a log or in any Redis value but the job's source header.""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from bench import orthanc
 from bench.orthanc import DeliveryProcess, OrthancProcess
@@ -230,3 +232,17 @@ def test_stow_rs_in_and_stow_rs_back(
     assert job["delivery"]["state"] == "delivered"
     check_results(pacs, instances, job, source, tmp_path)
     check_privacy(pacs, redis_server, worker)
+
+
+def test_a_job_from_an_upload_has_no_dicom_results(pacs: Pacs) -> None:
+    image = io.BytesIO()
+    Image.fromarray((film(4) / 16).astype(np.uint8)).save(image, format="PNG")
+    created = httpx.post(f"{pacs.gateway.url}/v1/jobs", files={"file": ("chest.png",
+                         image.getvalue(), "image/png")}, timeout=30).json()  # fmt: skip
+    url = f"{pacs.gateway.url}/v1/jobs/{created['job_id']}"
+    job = httpx.get(url, params={"wait": 30}, timeout=40).json()
+    assert job["status"] == "succeeded" and job["delivery"] is None
+    for name in ("sr.dcm", "sc.dcm"):
+        answer = httpx.get(f"{url}/{name}", timeout=10)
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "no_dicom_results"
