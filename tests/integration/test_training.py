@@ -181,6 +181,13 @@ def test_report_has_metrics_with_intervals_plots_and_markdown(
         low, high = written[name]["ci95"]
         assert low <= written[name]["value"] <= high
     assert np.sum(written["confusion_matrix"]) == written["images"]
+    # Phantom patients have 1-3 films: the bootstrap resampled fewer patients than films.
+    assert 0 < written["patients"] < written["images"]
+    (tn, fp), (fn, tp) = written["confusion_matrix"]
+    exact = written["exact_ci95"]
+    assert (exact["recall"]["successes"], exact["recall"]["trials"]) == (tp, tp + fn)
+    assert (exact["specificity"]["successes"], exact["specificity"]["trials"]) == (tn, tn + fp)
+    assert "Specificity, exact" in report.read_text()
     assert 0 <= written["calibration"]["ece"] <= 1
     assert 0 <= written["calibration"]["before"]["ece"] <= 1
     assert written["calibration"]["slope"] == trained[1].calibration.slope
