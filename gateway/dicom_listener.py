@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -46,6 +48,8 @@ ERROR_COMMENT_CHARS = 64
 # How long a sender waits for our answer to one C-STORE at most, decode budget wait included;
 # then 0xA700.
 STORE_ANSWER_TIMEOUT_S = 120.0
+# How long a stopping listener waits for open associations (compose gives it 30 s).
+SHUTDOWN_GRACE_S = 25.0
 
 
 def accepted_transfer_syntaxes() -> list[str]:
@@ -90,17 +94,27 @@ class DicomListener:
         return ae
 
     def serve(self, host: str, port: int) -> None:
-        """Listen until interrupted (blocks)."""
+        """Listen until SIGTERM or Ctrl-C (blocks); then take no new association, let those
+        open finish (up to `SHUTDOWN_GRACE_S`) and exit."""
         from gateway.app import open_store  # the gateway's store, pool and memory watermark
 
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         self._loop_thread.start()
         self.store = self._run(self._open_store(open_store))
         handlers: list[Any] = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        assert server is not None  # block=False always gives the server
         log.info("DICOM listener %s on %s:%d", self.ae.ae_title, host, port)
         try:
-            self.ae.start_server((host, port), block=True, evt_handlers=handlers)
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
         finally:
+            server.shutdown()
+            drain(server, SHUTDOWN_GRACE_S)
             self._run(self.store.aclose())
             self.queue_depth.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
@@ -145,6 +159,20 @@ class DicomListener:
             raise Refused(
                 Status.OUT_OF_RESOURCES, "timeout", "The instance was not queued in time."
             ) from None
+
+
+def drain(server: Any, grace_s: float) -> None:
+    """Wait for the associations still open to end: a C-STORE in progress is answered."""
+    deadline = time.monotonic() + grace_s
+    log.info("Stopping: %d association(s) still open", len(open_associations(server)))
+    while open_associations(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def open_associations(server: Any) -> list:
+    # A released association's thread can linger in pynetdicom's list until its network
+    # timeout; only established ones still have a C-STORE to answer.
+    return [assoc for assoc in server.active_associations if assoc.is_established]
 
 
 def listener_owner(settings: Settings) -> str | None:

@@ -4,6 +4,8 @@ status and leave no job, and the patient's identifiers live only in the job's he
 
 from __future__ import annotations
 
+import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +170,30 @@ def test_a_full_queue_is_out_of_resources(
     jobs = jobs_by_instance(redis_server.client())
     assert str(first.SOPInstanceUID) in jobs and str(second.SOPInstanceUID) not in jobs
     assert api.delete(f"/v1/jobs/{jobs[str(first.SOPInstanceUID)]}").status_code == 204
+
+
+def test_a_stopping_listener_answers_the_associations_still_open(
+    redis_server: RedisServer, tiny_model_dir: Path, tmp_path: Path, api
+) -> None:
+    """SIGTERM (docker stop): no new association, but one already open still gets its
+    C-STORE queued and answered; the process then exits on its own."""
+    environment = worker_environment(
+        redis_server.url, tiny_model_dir, PNEUMO_DICOM_ALLOWED_AETS="TESTSCU"
+    )
+    process = DicomListenerProcess(environment, tmp_path / "listener.log").start()
+    assert process.process is not None
+    try:
+        assoc = associate(process.port)
+        assert assoc.is_established
+        process.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "Stopping" in process.log_text(), 10, "the listener to stop listening")
+        with pytest.raises(ConnectionRefusedError):  # the port is closed to new callers
+            socket.create_connection(("127.0.0.1", process.port), timeout=2).close()
+        late = radiograph(seed=7)
+        assert status_of(assoc.send_c_store(late)) == 0x0000
+        assoc.release()
+        assert process.process.wait(10) == 0
+    finally:
+        process.stop()
+    job_id = jobs_by_instance(redis_server.client())[str(late.SOPInstanceUID)]
+    assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
