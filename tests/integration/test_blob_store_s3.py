@@ -8,6 +8,7 @@ every accepted job ends succeeded, once.
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
 import time
@@ -23,6 +24,8 @@ from bench.object_store import SeaweedServer
 from shared.blobs import S3Blobs, S3Location, open_s3
 from shared.config import Settings
 from shared.store import BLOB_NAMES, SyncStore, new_job
+from tests.support.dicom_network import radiograph
+from tests.support.dicoms import PATIENT_TRACES
 from tests.support.faults import Tally, finish_and_tally, freeze_mid_batch, paused, records
 from tests.support.images import phantom_png
 from tests.support.processes import (
@@ -33,6 +36,7 @@ from tests.support.processes import (
     wait_until,
     worker_environment,
 )
+from tests.support.redis_values import values_by_key
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +163,28 @@ def test_the_seed_route_batches_and_readiness_work_with_objects(
     for job_id in batch.json()["job_ids"]:
         finished(s3_api, job_id)
         assert "cam" in object_names(object_store, job_id)
+
+
+def test_a_dicom_instances_header_is_an_object_and_its_results_build(
+    s3_api: TestClient, s3_redis: RedisServer, object_store: SeaweedServer
+) -> None:
+    """STOW-RS with objects: the source header (the patient's identifiers) lives in the bucket,
+    nowhere in Redis, and the SR is built from it."""
+    instance = io.BytesIO()
+    radiograph(seed=21).save_as(instance, enforce_file_format=True)
+    boundary = "pneumo-s3-test"
+    body = (b"--%s\r\nContent-Type: application/dicom\r\n\r\n%s\r\n--%s--\r\n"
+            % (boundary.encode(), instance.getvalue(), boundary.encode()))  # fmt: skip
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    answer = s3_api.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+    assert answer.status_code == 200, answer.text
+    job_url = answer.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+    job_id = finished(s3_api, job_url.rsplit("/", 1)[-1])["job_id"]
+    assert "dicom_header" in object_names(object_store, job_id)
+    for stored_values in values_by_key(s3_redis.client()).values():
+        assert not any(trace in value for trace in PATIENT_TRACES for value in stored_values)
+    report = s3_api.get(f"/v1/jobs/{job_id}/sr.dcm")
+    assert report.status_code == 200 and report.content[128:132] == b"DICM"
 
 
 def test_pictures_redirect_to_presigned_urls_for_the_public_endpoint(
