@@ -10,6 +10,7 @@ final at the deadline, `duplicated` jobs whose final state was written more than
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -122,21 +123,36 @@ def rabbitmq_fault_stack(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RedisServer, RabbitMQServer, list[WorkerProcess]]]:
     root = tmp_path_factory.mktemp("fault-rabbitmq")
-    with RedisServer(root / "records") as records, RabbitMQServer(root / "rabbitmq") as broker:
+    with RedisServer(root / "records") as records:
+        broker = RabbitMQServer(root / "rabbitmq")
         environment = worker_environment(
             records.url, tiny_model_dir, **WORKER_SETTINGS, PNEUMO_BROKER_URL=broker.url
         )
+        # The workers load their model while the node boots (they retry the broker until it
+        # answers): the two waits overlap.
         workers = [
             WorkerProcess(environment, root / f"{name}.log", name=name).start()
             for name in ("fault-amqp-a", "fault-amqp-b")
         ]
         try:
+            broker.start()
             wait_for_workers(records.client(), 2, timeout_s=180, processes=workers)
             assert broker.queue("pneumo")["type"] == "quorum"
             yield records, broker, workers
         finally:
-            for worker in workers:
-                worker.stop()
+            stop_together(workers)
+            broker.stop()
+
+
+def stop_together(workers: list[WorkerProcess]) -> None:
+    """SIGTERM to every live worker first, then the waits: the warm shutdowns side by side."""
+    live = [
+        worker.process for worker in workers if worker.process and worker.process.poll() is None
+    ]
+    for process in live:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in live:
+        process.wait(30)
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
