@@ -28,6 +28,7 @@ from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from redis.exceptions import RedisError
 
 from gateway.dicom_intake import Refused, Status, take_instance
 from gateway.queue_depth import QueueDepth
@@ -38,7 +39,9 @@ from gateway.submission import Intake
 from shared.config import Settings
 from shared.decode_budget import MEGABYTE, AsyncDecodeBudget
 from shared.dicom import can_decode
+from shared.errors import StoreUnavailable
 from shared.queue import make_celery
+from shared.schemas import Job
 from shared.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -123,8 +126,8 @@ class DicomListener:
         """Made inside the loop that uses it: redis-py's asyncio clients belong to one."""
         return open_store(self.settings)
 
-    def _run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def on_echo(self, event: Event) -> int:
         return 0x0000
@@ -141,17 +144,23 @@ class DicomListener:
         log.info("C-STORE from %s queued as job %s", calling, job.job_id)
         return 0x0000
 
-    async def _take(self, data: bytes, calling: str, negotiated: str) -> Any:
+    async def _intake(self, calling: str) -> Intake:
+        """The HTTP routes' `Intake`, with the calling AE title as the rate-limit scope."""
         assert self.store is not None
-        intake = Intake(
+        return Intake(
             self.store, self.celery, self.settings, client_scope=f"dicom:{calling}",
             preprocessing=await self.serving.current(self.store),
             rate_limiter=self.rate_limiter, decode_budget=self.decode_budget,
             queue_depth=self.queue_depth, owner=self.owner,
         )  # fmt: skip
+
+    async def _take(self, data: bytes, calling: str, negotiated: str) -> Job:
         try:
             async with asyncio.timeout(STORE_ANSWER_TIMEOUT_S):
-                return await take_instance(data, intake, negotiated)
+                return await take_instance(data, await self._intake(calling), negotiated)
+        except RedisError:  # reading the workers' preprocessing; the intake maps its own
+            unavailable = StoreUnavailable("The job store is unavailable.")
+            raise Refused.from_error(unavailable) from None
         except TimeoutError:
             # A backstop: the decode budget and the Redis pool time out well before. The job
             # may still land if its publish was under way; the sender's retry then makes a

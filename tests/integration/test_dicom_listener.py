@@ -31,6 +31,7 @@ from tests.support.lossless_jpeg import encode_lossless_jpeg
 from tests.support.processes import (
     DicomListenerProcess,
     RedisServer,
+    free_port,
     wait_until,
     worker_environment,
 )
@@ -197,3 +198,16 @@ def test_a_stopping_listener_answers_the_associations_still_open(
         process.stop()
     job_id = jobs_by_instance(redis_server.client())[str(late.SOPInstanceUID)]
     assert api.delete(f"/v1/jobs/{job_id}").status_code == 204
+
+
+def test_a_store_that_is_away_is_out_of_resources(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Redis unreachable: the sender is told to try later (0xA700), as HTTP answers 503."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    environment = worker_environment(nowhere, tiny_model_dir, PNEUMO_DICOM_ALLOWED_AETS="TESTSCU")
+    process = DicomListenerProcess(environment, tmp_path / "listener.log").start()
+    try:
+        (response,) = store_all(process.port, [radiograph(seed=8)])
+    finally:
+        process.stop()
+    assert status_of(response) == 0xA700
+    assert response.ErrorComment.startswith("store_unavailable")
