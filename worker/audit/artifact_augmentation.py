@@ -1,88 +1,58 @@
-"""The shortcut fix's data half: paint scanner artefacts over every training film, both classes.
+"""The bias experiment's remedy: random erasing of the film's border, blind to what is there.
 
-A shortcut exists when an artefact's presence differs between the classes. If, as in the seed
-project's data, the artefact sits on (nearly) every PNEUMONIA film and on no NORMAL one, pasting
-it onto a random half of the films is not enough: P(artefact | PNEUMONIA) stays 1 while
-P(artefact | NORMAL) becomes 1/2, and its absence still means NORMAL. The region carries no
-label information only when it is overwritten on every training film, with content drawn
-independently of the label (the ablation in the bias report measures the difference). So every
-training film gets each textured artefact type of the family (collimator band, lead marker)
-painted over the type's full extent, with random brightness and pattern, before the ONE
-preprocessing function runs. Flat padding is not painted: border trimming (the fix's
-preprocessing half, applied when serving too) removes it from every film, so it cannot be
-learned in the first place.
+A shortcut lives wherever an artefact's presence differs between the classes. This remedy does
+not know where the generator draws its artefacts, nor which artefacts exist: it only assumes
+what is true of chest films in general, that the diagnosis is not written in the outer frame.
+Every training film of both classes, blind to its label, gets each of its four sides
+overwritten by a strip of random width (ERASED_WIDTH, a fraction of that side) filled with
+film-like noise at a random grey level. What lies in the frame then carries no label
+information in training, and the model has to learn from what lies inside it.
 
-Validation and serving are untouched: they see films as they come, and the model simply never
-learned anything from the painted regions.
+Whatever sits further in (a text label over the apices, a device over the lungs) is not
+covered, or only sometimes: the bias experiment measures that on a text marker too.
+Validation and serving are untouched: they choose the epoch, the temperature and the
+threshold, so they must look like what will be served.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from shared.imaging import IntakeLimits, PreprocessParams, decode_grayscale, preprocess
-from worker.phantoms.artefacts import BORDER_BAND_WIDTH, MARKER_BOX
 
-MARKER_GLYPH = (7, 5)  # rows, columns of the random "letter" on a lead marker
-
-
-def _band_region(shape: tuple[int, int]) -> tuple[slice, slice]:
-    """Top rows and left columns, as wide as the generator's band (any aspect ratio)."""
-    height, width = shape
-    return slice(0, round(BORDER_BAND_WIDTH * height)), slice(0, round(BORDER_BAND_WIDTH * width))
+ERASED_WIDTH = (0.1, 0.2)  # per side; a chest film's lungs start about a sixth of the way in
 
 
-def paint_band(film: np.ndarray, rng: np.random.Generator) -> None:
-    """A collimator band of any brightness, with film-like noise."""
-    rows, columns = _band_region(film.shape)
-    level, noise = rng.uniform(0, 255), rng.uniform(2, 8)
-    film[rows, :] = np.clip(rng.normal(level, noise, film[rows, :].shape), 0, 255)
-    film[:, columns] = np.clip(rng.normal(level, noise, film[:, columns].shape), 0, 255)
-
-
-def paint_marker(film: np.ndarray, rng: np.random.Generator) -> None:
-    """A lead marker over the generator's marker box: a bright block with a random dark glyph."""
+def erase_border(film: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of `film` with a random-width strip of random noise over each of its sides."""
+    erased = film.copy()
     height, width = film.shape
-    top, bottom, left, right = MARKER_BOX
-    rows = np.arange(round(top * height), round(bottom * height))
-    columns = np.arange(round(left * width), round(right * width))
-    glyph = rng.random(MARKER_GLYPH) < 0.4
-    glyph_rows = (np.arange(rows.size) * MARKER_GLYPH[0]) // rows.size
-    glyph_columns = (np.arange(columns.size) * MARKER_GLYPH[1]) // columns.size
-    letter = glyph[glyph_rows[:, None], glyph_columns[None, :]]
-    patch = np.where(letter, rng.uniform(0, 90), rng.uniform(150, 255))
-    film[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1] = patch
-
-
-PAINTERS: dict[str, Callable[[np.ndarray, np.random.Generator], None]] = {
-    "border_band": paint_band,
-    "corner_marker": paint_marker,
-}
-
-
-def paint_artifacts(
-    film: np.ndarray, rng: np.random.Generator, probability: float = 1.0
-) -> np.ndarray:
-    """A copy of `film` with each artefact type painted with `probability` (1 = the fix)."""
-    painted = film.copy()
-    for painter in PAINTERS.values():
-        if rng.random() < probability:
-            painter(painted, rng)
-    return painted
+    for side in range(4):
+        extent = height if side < 2 else width
+        strip = max(1, round(rng.uniform(*ERASED_WIDTH) * extent))
+        region = (
+            (slice(0, strip), slice(None)),
+            (slice(height - strip, height), slice(None)),
+            (slice(None), slice(0, strip)),
+            (slice(None), slice(width - strip, width)),
+        )[side]
+        level, noise = rng.uniform(0, 255), rng.uniform(2, 12)
+        erased[region] = np.clip(rng.normal(level, noise, erased[region].shape), 0, 255)
+    return erased
 
 
 def augmented_images(
-    root: Path, files: list[str], params: PreprocessParams, probability: float, seed: int
+    root: Path, files: list[str], params: PreprocessParams, seed: int
 ) -> np.ndarray:
-    """(N, S, S) model inputs of root/file, each film painted before the usual preprocessing."""
+    """(N, S, S) model inputs of root/file, each film border-erased before the usual
+    preprocessing (the ONE preprocessing function serving uses too)."""
     rng = np.random.default_rng(seed)
     limits = IntakeLimits()
     draft_side = 2 * params.image_size if params.jpeg_draft else None
     images = []
     for file in files:
         film = decode_grayscale((root / file).read_bytes(), limits, draft_side)
-        images.append(preprocess(paint_artifacts(film, rng, probability), params))
+        images.append(preprocess(erase_border(film, rng), params))
     return np.stack(images)

@@ -1,4 +1,5 @@
-"""bias/report.md: the shortcut model against the fixed pipeline, in numbers and pictures."""
+"""bias/report.md: one run of the bias experiment (the shortcut model against the remedy, with
+the Grad-CAM audit), and bias/grid.md: the grid over correlations, seeds and artefacts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from worker.audit.bias import TEST_SETS, BiasResult
+from worker.audit.bias import TEST_SETS, VARIANTS, BiasResult
 from worker.audit.report import REPORT_MD
 
 EXPLAINED_METHOD = "gradcam"
@@ -29,37 +30,25 @@ TEST_LABELS = {
 
 
 WHY = [
-    "## What the fix is, and why it works",
+    "## The remedy, and why it might not work",
     "",
-    "The shortcut exists because, in training, the artefact separates the classes perfectly: "
-    "it is on every PNEUMONIA film and on no NORMAL one. A model that reads it is right on every "
-    "training and validation film, so nothing in the usual metrics objects.",
+    "The shortcut exists because, in training, the artefact's presence differs between the "
+    "classes. A model that reads it is right on most training and validation films, so nothing "
+    "in the usual metrics objects.",
     "",
-    "1. **Border trimming** (`PreprocessParams.trim_borders`, the default, applied when "
-    "serving too) cuts flat padding and flat collimator bands off every film, so those cannot "
-    "be learned at all. A textured band or a lead marker is not flat and survives it: that is "
-    "the hard case, and the one measured here.",
-    "2. **Artefact augmentation** (`worker/audit/artifact_augmentation.py`): before preprocessing, "
-    "every training film of both classes, blind to its label and to whether it already carries "
-    "an artefact, gets a collimator band and a lead marker painted over their full extent with "
-    "random brightness and pattern. Those regions then look the same, in distribution, on "
-    "NORMAL and PNEUMONIA films: they carry no label information, and the model can only learn "
-    "from the lungs. Painting only a fraction p of the films is not enough when the artefact "
-    "marks every PNEUMONIA film: P(artefact | PNEUMONIA) stays 1 while P(artefact | NORMAL) "
-    "becomes p, so its *absence* still means NORMAL (the `after_p0.5` column, when present, "
-    "measures this).",
-    "3. Validation films are not painted: they choose the epoch, the temperature and the "
-    "threshold, so they must look like what will be served, and served films are never painted.",
+    "The remedy (`worker/audit/artifact_augmentation.py`) knows nothing about the generator: "
+    "it does not import where the band or the marker are drawn. It assumes only that a chest "
+    "film's diagnosis is not in its outer frame, and overwrites each side of every training "
+    "film (both classes, blind to the label) with a strip 10-20 % of the side wide, filled "
+    "with noise at a random grey level. An artefact inside that frame then carries no label "
+    "information in training. One further in (the text label over the apices, 15-24 % from "
+    "the top) is covered only in part: that is the artefact it was not designed for, and the "
+    "grid measures both. Validation and serving films are never erased.",
     "",
-    "Not chosen: blanking the outer band would also work but must then happen in the shared "
-    "preprocessing, at serving too (a `PreprocessParams` change, proposed separately); "
-    "cropping to the lung fields needs a lung segmenter at serving time, which real films do "
-    "not come with. Limit: the fix covers the artefacts it trims or paints (flat padding; edge "
-    "bands, corner markers); an unknown artefact elsewhere is what the audit's border and "
-    "artefact energy are for.",
-    "",
-    "Each model's operating point is chosen on its validation films for 95 % sensitivity "
-    "(triage); ROC-AUC compares the models without any threshold.",
+    "Before and after share the data, the architecture, the epochs, the early stopping, the "
+    "seed and the preprocessing; the only difference is the erasing. Each model's operating "
+    "point is chosen on its validation films for 95 % sensitivity (triage); ROC-AUC compares "
+    "the models without any threshold.",
     "",
 ]
 
@@ -73,7 +62,8 @@ def comparison_rows(summary: dict) -> dict[str, dict[str, float | None]]:
                 name: variant["test"][test_set][key]
                 for name, variant in summary["variants"].items()
             }
-    for key in AUDIT_ROWS:
+    audited = all("audit" in variant for variant in summary["variants"].values())
+    for key in AUDIT_ROWS if audited else ():
         rows[f"{key} ({EXPLAINED_METHOD})"] = {
             name: variant["audit"][EXPLAINED_METHOD][key]
             for name, variant in summary["variants"].items()
@@ -87,9 +77,9 @@ def _cell(value: float | None) -> str:
 
 def comparison_table(summary: dict) -> Table:
     rows = comparison_rows(summary)
-    table = Table(
-        title=f"Bias experiment: {summary['config']['artifact']}, correlation 1.0 in train"
-    )
+    config = summary["config"]
+    title = f"Bias experiment: {config['artifact']}, train correlation {config['correlation']:g}"
+    table = Table(title=title)
     table.add_column("quantity")
     for name in summary["variants"]:
         table.add_column(name, justify="right")
@@ -112,7 +102,8 @@ def write_bias_report(result: BiasResult, out_dir: Path) -> Path:
         for name in summary["variants"]
     }
     audit_plots.before_after_plot(chart, out_dir / "figures" / "before_after.png")
-    audit_plots.comparison_grid(result.panels, out_dir / "figures" / "flipped_examples.png")
+    if result.panels:
+        audit_plots.comparison_grid(result.panels, out_dir / "figures" / "flipped_examples.png")
     report = out_dir / REPORT_MD
     report.write_text(render(summary, rows))
     return report
@@ -121,13 +112,14 @@ def write_bias_report(result: BiasResult, out_dir: Path) -> Path:
 def render(summary: dict, rows: dict) -> str:
     config, names = summary["config"], list(summary["variants"])
     lines = [
-        f"# Border-bias experiment: `{config['artifact']}`",
+        f"# Bias experiment: `{config['artifact']}` at train correlation {config['correlation']:g}",
         "",
         "> Synthetic phantoms: this shows that the audit catches a shortcut and that the fix "
         "removes it; it says nothing about real radiographs.",
         "",
-        f"- Training data: {config['count']} phantom films ({config['film_size']} px), the "
-        f"artefact on every PNEUMONIA film and no NORMAL one (train and validation).",
+        f"- Training data: {config['count']} phantom films ({config['film_size']} px); on a "
+        f"share {config['correlation']:g} of train and validation films the artefact is drawn "
+        "exactly when the film is PNEUMONIA, on the rest on a random half.",
         f"- Test sets, {config['test_count']} films each, the same patients in all three: "
         "*clean* (no artefact), *independent* (artefact on a random half), *flipped* (artefact "
         "on NORMAL films only).",
@@ -142,15 +134,15 @@ def render(summary: dict, rows: dict) -> str:
             for q, values in rows.items()
         ),
         "",
-        "Reproduce: `pneumo bias-experiment --artifact "
-        f"{config['artifact']} --out DIR{' --ablation' if config['ablation_probability'] else ''}`"
-        " (`--quick` for the smaller run the tests use).",
+        f"Reproduce: `pneumo bias-experiment --artifact {config['artifact']} --correlation "
+        f"{config['correlation']:g} --seed {config['seed']} --out DIR`; over correlations, seeds "
+        "and artefacts: `pneumo bias-grid` ([grid.md](grid.md)).",
         "",
         "Grad-CAM numbers come from the audit of each model on the *independent* test set "
         "(per-model reports: " + ", ".join(f"[{n}]({n}/{REPORT_MD})" for n in names) + ").",
         "",
         *WHY,
-        "## Shortcut model vs fixed pipeline",
+        "## Shortcut model vs remedy",
         "",
         "![before and after](figures/before_after.png)",
         "",
@@ -159,4 +151,72 @@ def render(summary: dict, rows: dict) -> str:
         "![flipped examples](figures/flipped_examples.png)",
         "",
     ]
+    return "\n".join(lines)
+
+
+def write_grid_report(grid: dict, out_dir: Path) -> Path:
+    """grid.md and figures/grid_auc.png, figures/grid_accuracy.png from grid.json's content."""
+    from worker.audit import plots as audit_plots
+
+    figures = out_dir / "figures"
+    audit_plots.grid_plot(grid["summary"], figures / "grid_auc.png", "roc_auc")
+    audit_plots.grid_plot(grid["summary"], figures / "grid_accuracy.png", "accuracy")
+    report = out_dir / "grid.md"
+    report.write_text(render_grid(grid))
+    return report
+
+
+def _cells(config: dict) -> int:
+    return len(config["artifacts"]) * len(config["correlations"]) * len(config["seeds"])
+
+
+def _mean_sd(entry: dict) -> str:
+    return f"{entry['mean']:.3f} ± {entry['sd']:.3f}"
+
+
+def render_grid(grid: dict) -> str:
+    config, summary = grid["config"], grid["summary"]
+    cell = config["cell"]
+    lines = [
+        "# Bias experiment over a grid: correlations x seeds x artefacts",
+        "",
+        "> Synthetic phantoms: this measures whether a generic remedy removes a shortcut in "
+        "phantoms; it says nothing about real radiographs.",
+        "",
+        f"- Seeds {', '.join(map(str, config['seeds']))} per cell (mean ± sample sd over "
+        f"seeds); {cell['count']} train+val films of {cell['film_size']} px, "
+        f"{cell['image_size']} px model input, {cell['epochs']} epochs at most for both "
+        f"variants (patience {cell['patience']}); {cell['test_count']} films per test set.",
+        f"- Whole grid: {grid['seconds']} s."
+        if grid.get("complete", True)
+        else f"- **Partial grid**: {len(grid['runs'])} of {_cells(config)} cells ran, in "
+        f"{grid['seconds']} s; the rest were not measured.",
+        f"- **before**: {VARIANTS['before']}; **after**: {VARIANTS['after']}.",
+        "- Correlation c: a share c of train/val films carry the artefact exactly when "
+        "PNEUMONIA, the rest on a random half. *flipped*: the artefact on NORMAL test films only.",
+        "",
+        "![ROC-AUC over the grid](figures/grid_auc.png)",
+        "",
+        "![accuracy over the grid](figures/grid_accuracy.png)",
+        "",
+        "| artefact | train c | flipped AUC before | flipped AUC after | clean AUC before | "
+        "clean AUC after | flipped accuracy before | flipped accuracy after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for artifact, by_correlation in summary.items():
+        for correlation in sorted(by_correlation, key=float):
+            variants = by_correlation[correlation]
+            cells = [
+                variants[variant][test_set][metric]
+                for metric, test_set in (
+                    ("roc_auc", "flipped"),
+                    ("roc_auc", "clean"),
+                    ("accuracy", "flipped"),
+                )  # fmt: skip
+                for variant in ("before", "after")
+            ]
+            lines.append(
+                f"| {artifact} | {correlation} | " + " | ".join(map(_mean_sd, cells)) + " |"
+            )
+    lines += ["", *WHY, "Reproduce: `pneumo bias-grid --out DIR` (grid.json holds every run).", ""]
     return "\n".join(lines)

@@ -166,3 +166,29 @@ def comparison_grid(
             grid[row, column].imshow(blend(image, cam))
             _blank(grid[row, column], f"{name}\n{caption}")
     return _save(figure, path)
+
+
+def grid_plot(summary: dict, path: Path, metric: str = "roc_auc") -> Path:
+    """One panel per artefact: `metric` on the flipped and clean test sets against the train
+    correlation, mean over seeds with +-1 sd bars, before and after the remedy."""
+    artifacts = list(summary)
+    figure, panels = plt.subplots(
+        1, len(artifacts), figsize=(4.4 * len(artifacts), 3.6), squeeze=False, sharey=True
+    )
+    for axes, artifact in zip(panels[0], artifacts, strict=True):
+        correlations = sorted(summary[artifact], key=float)
+        positions = [float(c) for c in correlations]
+        for variant, colour in (("before", "tab:red"), ("after", "tab:blue")):
+            for test_set, style in (("flipped", "-o"), ("clean", ":s")):
+                cells = [summary[artifact][c][variant][test_set][metric] for c in correlations]
+                axes.errorbar(
+                    positions, [cell["mean"] for cell in cells], [cell["sd"] for cell in cells],
+                    fmt=style, color=colour, capsize=3, markersize=4,
+                    label=f"{variant}, {test_set} test",
+                )  # fmt: skip
+        axes.axhline(0.5, color="grey", linewidth=0.8)
+        axes.set(title=artifact, xlabel="train correlation of artefact and label",
+                 ylim=(0, 1.02), xticks=positions)  # fmt: skip
+    panels[0][0].set_ylabel(f"test {metric} (mean +- sd over seeds)")
+    panels[0][0].legend(fontsize=7, loc="lower left")
+    return _save(figure, path)
