@@ -29,7 +29,7 @@ NOTES = [
     "",
     "The head starts with global average pooling, so each channel's gradient is one number "
     "for the whole map. HiResCAM would equal Grad-CAM exactly and LayerCAM on this layer "
-    "would equal Grad-CAM++ to within rounding; Eigen-Grad-CAM (the first principal "
+    "would nearly equal Grad-CAM++; Eigen-Grad-CAM (the first principal "
     "component of gradient x activation) is the third method because it differs.",
     "",
 ]

@@ -43,9 +43,10 @@ def eigengradcam(feature_maps, gradients):
     Why this one: the head begins with global average pooling, so a channel's gradient is the
     same at every position. HiResCAM's gradient x activation summed over channels is then
     Grad-CAM exactly, and LayerCAM on this layer (activations weighted by positive gradients)
-    is Grad-CAM++ to within rounding, since Grad-CAM++'s per-pixel weights tend to 1/2 as the
-    gradients get small. Summing over channels weighs them by the gradient; the principal
-    component weighs them by how they vary together across the film, a different map.
+    is nearly Grad-CAM++ (within 0.02 of the peak on the demo's films), since Grad-CAM++'s
+    per-pixel weights tend to 1/2 as the gradients get small. Summing over channels weighs
+    them by the gradient; the principal component weighs them by how they vary together
+    across the film, a different map.
     """
     products = gradients * feature_maps
     height, width, channels = products.shape[1], products.shape[2], products.shape[3]
