@@ -210,6 +210,21 @@ def redis_directives(path: Path) -> dict[str, str]:
     return {pair[0].lower(): pair[1] if len(pair) > 1 else "" for pair in pairs}
 
 
+def test_demo_pacs_knows_the_listener_and_stays_on_loopback(compose):
+    """The optional Orthanc sends to the listener by its AE title, service name and port, and,
+    having no authentication, is reachable from this host only."""
+    services = compose["services"]
+    orthanc, listener = services["orthanc"], services["dicom-listener"]
+    assert orthanc["profiles"] == ["pacs-demo"]
+    modalities = json.loads(orthanc["environment"]["ORTHANC__DICOM_MODALITIES"])
+    ae_title, host, port = modalities["pneumo"]
+    assert host == "dicom-listener"
+    command = listener["command"]
+    assert command[command.index("--port") + 1] == str(port)
+    assert command[command.index("--ae-title") + 1] == ae_title
+    assert all(str(mapping).startswith("127.0.0.1:") for mapping in orthanc["ports"])
+
+
 def test_gateway_serves_8000_after_redis_is_healthy(compose):
     gateway = compose["services"]["gateway"]
     assert gateway["command"] == [
@@ -326,7 +341,8 @@ def test_gpu_override_rejects_duplicate_ids(tmp_path):
 
 def test_real_compose_loads_the_file_with_every_profile(tmp_path):
     profiles = ["--profile", "gpu", "--profile", "flower", "--profile", "monitoring",
-                "--profile", "rabbitmq"]  # fmt: skip
+                "--profile", "rabbitmq", "--profile", "object-store", "--profile", "dicom",
+                "--profile", "dicom-delivery", "--profile", "pacs-demo"]  # fmt: skip
     default = run_compose_config(tmp_path=tmp_path)
     assert set(default["services"]) == {"redis", "gateway", "worker-cpu"}
     everything = run_compose_config(*profiles, tmp_path=tmp_path)
@@ -338,6 +354,10 @@ def test_real_compose_loads_the_file_with_every_profile(tmp_path):
         "flower",
         "prometheus",
         "rabbitmq",
+        "seaweedfs",
+        "dicom-listener",
+        "dicom-delivery",
+        "orthanc",
     }
 
 
