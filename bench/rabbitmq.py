@@ -105,12 +105,16 @@ class RabbitMQServer:
 
     def ctl(self, command: str, *columns: str) -> list[dict]:
         """`rabbitmqctl COMMAND COLUMNS...` on this node, its rows as JSON."""
-        listing = subprocess.run(
-            [CTL, "-n", self.node, "-q", command, *columns, "--formatter", "json"],
+        rows: list[dict] = json.loads(self.run_ctl(command, *columns, "--formatter", "json"))
+        return rows
+
+    def run_ctl(self, *arguments: str) -> str:
+        """`rabbitmqctl ARGUMENTS...` on this node; its output."""
+        finished = subprocess.run(
+            [CTL, "-n", self.node, "-q", *arguments],
             env=self._environment, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
-        rows: list[dict] = json.loads(listing.stdout)
-        return rows
+        return finished.stdout
 
     def stop(self) -> None:
         """SIGTERM: the node shuts down cleanly, as `docker compose restart` would stop it."""

@@ -11,7 +11,9 @@ none of the Redis transport's settings apply (docs/scaling.md).
 
 from __future__ import annotations
 
+from amqp.exceptions import MessageNacked
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from shared.config import Settings
 
@@ -19,6 +21,8 @@ PREDICT_TASK = "pneumo.predict"
 # Sending a job's DICOM results to the PACS (`gateway.dicom_delivery`), on its own queue.
 DELIVER_TASK = "pneumo.deliver_dicom"
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+# How long a publish waits for RabbitMQ's confirm; past it, kombu's publish retries, then fails.
+CONFIRM_TIMEOUT_S = 5.0
 
 
 def broker_url(settings: Settings) -> str:
@@ -100,7 +104,18 @@ def transport_options(settings: Settings) -> dict[str, float | bool]:
 
 
 def enqueue_predict(app: Celery, settings: Settings, job_id: str) -> None:
-    app.send_task(PREDICT_TASK, args=[job_id], queue=settings.queue_name)
+    """Publish one job id. Any failure is kombu's `OperationalError` (the gateway's 503, the
+    worker's retry): with RabbitMQ that includes a publish the broker refused (a nack, e.g. a
+    queue at its length limit) and a confirm that did not come in time (a broker blocked by
+    its memory or disk alarm), which would otherwise raise something else, or hang."""
+    if not uses_amqp(settings):
+        app.send_task(PREDICT_TASK, args=[job_id], queue=settings.queue_name)
+        return
+    try:
+        app.send_task(PREDICT_TASK, args=[job_id], queue=settings.queue_name,
+                      confirm_timeout=CONFIRM_TIMEOUT_S)  # fmt: skip
+    except MessageNacked as error:
+        raise OperationalError(f"The broker refused job {job_id} (nack).") from error
 
 
 def delivery_configured(settings: Settings) -> bool:
