@@ -225,6 +225,11 @@ def test_evaluate_command_writes_report_and_records_metrics_in_card(
     assert result.exit_code == 0, result.output
     assert "ROC-AUC" in result.output
     assert (out / "metrics.json").is_file() and (out / "report.md").is_file()
+    # The histogram baseline sits beside the model: fitted on the training split, same images.
+    baseline = json.loads((out / "metrics.json").read_text())["histogram_baseline"]
+    assert 0.0 <= baseline["roc_auc"] <= 1.0 and baseline["train_images"] > 0
+    assert "Histogram baseline" in result.output
+    assert "Histogram baseline" in (out / "report.md").read_text()
     card = ModelCard.model_validate_json((model_dir / "model.json").read_text())
     assert card.metrics["test"]["roc_auc"]["value"] >= 0.9
     assert card.sha256 == trained[1].sha256  # recording metrics leaves the weights alone
