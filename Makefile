@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[gateway,worker,training,dev]'
 	touch $(STAMP)
 
-run: install  ## Redis (AOF) + one worker + the gateway on http://127.0.0.1:8000
-	PATH="$(CURDIR)/$(BIN):$$PATH" deploy/local/run.sh
+run: install  ## Redis (AOF) + one worker + the gateway on http://127.0.0.1:8000, supervised
+	$(BIN)/pneumo run-all --port "$${PNEUMO_GATEWAY_PORT:-8000}" --data-dir .run --log-dir .run
 
 # The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
 browser:

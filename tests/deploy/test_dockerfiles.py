@@ -4,13 +4,15 @@ Our rules (each a test below): base images pinned by tag and never `latest`; the
 runs as a numeric non-root user; every pip install uses --no-cache-dir; dependencies are
 installed from pyproject.toml alone before any code is copied; the gateway image has no
 TensorFlow and a HEALTHCHECK on /healthz; the worker images pin the TensorFlow that
-pyproject.toml pins; .dockerignore keeps secrets and bulk out of the build context.
+pyproject.toml pins; the all-in-one image runs the launcher as uid 1000 on $PORT;
+.dockerignore keeps secrets and bulk out of the build context.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
+import json
 import os
 import re
 import shutil
@@ -27,6 +29,7 @@ DOCKERFILES = {
     "gateway": DEPLOY / "gateway.Dockerfile",
     "worker-cpu": DEPLOY / "worker-cpu.Dockerfile",
     "worker-gpu": DEPLOY / "worker-gpu.Dockerfile",
+    "all-in-one": DEPLOY / "all-in-one.Dockerfile",
 }
 DEPS_SCRIPT = DEPLOY / "docker" / "pyproject_deps.py"
 ML_PACKAGES = ("tensorflow", "keras", "jax", "torch")
@@ -291,6 +294,54 @@ def test_worker_images_carry_the_demo_model_and_the_compose_command(name, compos
     expected = compose["services"]["worker-cpu"]["command"]
     assert command == "[" + ", ".join(f'"{word}"' for word in expected) + "]"
     assert any(i.keyword == "HEALTHCHECK" and "inspect ping" in i.arguments for i in instructions)
+
+
+def exec_form(instruction: Instruction) -> list[str]:
+    words = json.loads(instruction.arguments)
+    assert isinstance(words, list) and all(isinstance(word, str) for word in words)
+    return words
+
+
+def all_in_one_entrypoint() -> list[str]:
+    """The all-in-one image's ENTRYPOINT, exec form (so SIGTERM reaches the launcher)."""
+    stage = final_stage(parse_dockerfile(DOCKERFILES["all-in-one"]))
+    entrypoints = [i for i in stage if i.keyword == "ENTRYPOINT"]
+    assert len(entrypoints) == 1 and not any(i.keyword == "CMD" for i in stage)
+    return exec_form(entrypoints[0])
+
+
+def test_all_in_one_runs_the_launcher_as_uid_1000_on_port_7860(pyproject):
+    instructions = parse_dockerfile(DOCKERFILES["all-in-one"])
+    stage = final_stage(instructions)
+    assert [i.arguments for i in stage if i.keyword == "USER"] == ["1000:1000"]
+    assert "useradd --uid 1000" in " ".join(i.arguments for i in stage if i.keyword == "RUN")
+    environment = " ".join(i.arguments for i in stage if i.keyword == "ENV")
+    assert "PORT=7860" in environment and "PNEUMO_MODEL_DIR=/app/models/demo" in environment
+    assert any(i.keyword == "EXPOSE" and i.arguments == "7860" for i in stage)
+    copies = [i.arguments for i in stage if i.keyword == "COPY"]
+    assert "models/ /app/models/" in copies
+    entrypoint = all_in_one_entrypoint()
+    assert entrypoint[:2] == ["pneumo", "run-all"]
+    # The launcher's gateway listens where the platform routes: every interface, $PORT.
+    assert entrypoint[entrypoint.index("--host") + 1] == "0.0.0.0" and "--port" not in entrypoint
+    config = entrypoint[entrypoint.index("--redis-config") + 1]
+    assert f"deploy/redis/redis.conf {config}" in copies
+    # Redis from Debian, one worker on tensorflow-cpu and the gateway, in one image.
+    assert re.search(r"apt-get install .*\bredis-server\b", " ".join(
+        i.arguments for i in stage if i.keyword == "RUN"))  # fmt: skip
+    assert installed_extras(instructions) == ["gateway", "worker"]
+    version = pinned_tensorflow(pyproject)
+    assert f"TENSORFLOW_VERSION={version}" in [i.arguments for i in stage if i.keyword == "ARG"]
+    assert "tensorflow=tensorflow-cpu==${TENSORFLOW_VERSION}" in dependency_install(stage)
+
+
+def test_all_in_one_healthcheck_asks_the_gateway_on_port():
+    stage = final_stage(parse_dockerfile(DOCKERFILES["all-in-one"]))
+    healthchecks = [i.arguments for i in stage if i.keyword == "HEALTHCHECK"]
+    assert len(healthchecks) == 1
+    command = exec_form(Instruction("CMD", healthchecks[0].split(" CMD ", 1)[1], 0))
+    assert command[:2] == ["python", "-c"]
+    assert "/healthz" in command[2] and "os.environ.get('PORT', '7860')" in command[2]
 
 
 def test_dockerignore_keeps_secrets_and_bulk_out_but_not_what_builds_need():

@@ -16,7 +16,7 @@ from tests.deploy.conftest import REPO_ROOT
 START_FILES = [
     "deploy/gateway.Dockerfile",
     "deploy/k8s/gateway.yaml",
-    "deploy/local/run.sh",
+    "worker/serving/launcher.py",
     "docker-compose.yml",
     "bench/processes.py",
 ]

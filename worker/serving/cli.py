@@ -80,6 +80,58 @@ def bench(
     raise typer.Exit(subprocess.run(command, cwd=REPO_ROOT, check=False).returncode)
 
 
+def run_all(
+    port: Annotated[
+        int, typer.Option(envvar="PORT", min=1, max=65535, help="The gateway's port.")
+    ] = 8000,
+    host: Annotated[str, typer.Option(help="The gateway's interface.")] = "127.0.0.1",
+    redis_port: Annotated[
+        int,
+        typer.Option(
+            envvar="PNEUMO_LOCAL_REDIS_PORT",
+            min=1,
+            max=65535,
+            help="Redis's port, on loopback (not 6379: a system Redis is left alone).",
+        ),
+    ] = 6380,  # fmt: skip
+    data_dir: Annotated[Path, typer.Option(help="Redis's AOF goes under DATA_DIR/redis.")] = Path(
+        ".run"
+    ),
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="Redis's and the worker's logs go here. Default: this terminal."),
+    ] = None,
+    redis_config: Annotated[
+        Path | None, typer.Option(help="Default: the checkout's deploy/redis/redis.conf.")
+    ] = None,
+) -> None:
+    """Redis (AOF on), one worker and the gateway, supervised: one that dies is started again
+    (the pause doubles up to 30 s); SIGTERM or Ctrl-C stops the gateway, the worker, then Redis.
+
+    What `make run` and deploy/all-in-one.Dockerfile run. Needs redis-server on PATH and the
+    gateway's and the worker's dependencies; PNEUMO_* settings reach the children.
+    """
+    import logging
+    import shutil
+    from importlib.util import find_spec
+
+    from shared.config import get_settings
+
+    from .launcher import REDIS_CONFIG, Launcher, LaunchPlan
+
+    if shutil.which("redis-server") is None:
+        raise typer.BadParameter("redis-server is not on PATH (apt-get install redis-server).")
+    if find_spec("fastapi") is None or find_spec("uvicorn") is None:
+        raise typer.BadParameter("the gateway is not installed: pip install '.[gateway,worker]'")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s launcher: %(message)s")
+    plan = LaunchPlan(host=host, port=port, redis_port=redis_port, data_dir=data_dir.resolve(),
+                      log_dir=log_dir.resolve() if log_dir else None,
+                      redis_config=(redis_config or REDIS_CONFIG).resolve(),
+                      queue=get_settings().queue_name)  # fmt: skip
+    raise typer.Exit(Launcher(plan).run())
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command("worker")(worker)
+    app.command("run-all")(run_all)
     app.command("bench")(bench)
