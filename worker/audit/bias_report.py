@@ -114,8 +114,9 @@ def render(summary: dict, rows: dict) -> str:
     lines = [
         f"# Bias experiment: `{config['artifact']}` at train correlation {config['correlation']:g}",
         "",
-        "> Synthetic phantoms: this shows that the audit catches a shortcut and that the fix "
-        "removes it; it says nothing about real radiographs.",
+        "> Synthetic phantoms, one seed: this shows whether the audit catches a shortcut and "
+        "whether a generic remedy removes it here; [grid.md](grid.md) has the spread over "
+        "seeds. It says nothing about real radiographs.",
         "",
         f"- Training data: {config['count']} phantom films ({config['film_size']} px); on a "
         f"share {config['correlation']:g} of train and validation films the artefact is drawn "
