@@ -3,8 +3,8 @@ processes: its ENTRYPOINT read from deploy/all-in-one.Dockerfile, the image's pa
 checkout's, on free ports from PORT and PNEUMO_LOCAL_REDIS_PORT.
 
 One launcher serves the module, in order: a job end to end (and the image's HEALTHCHECK passes);
-a SIGKILLed worker is restarted and every accepted job still finishes exactly once; SIGTERM stops
-every child and the launcher exits 0.
+a SIGKILLed worker is restarted and every accepted job still finishes exactly once; a SIGKILLed
+Redis is restarted with its data; SIGTERM stops every child and the launcher exits 0.
 """
 
 from __future__ import annotations
@@ -163,6 +163,25 @@ def test_a_sigkilled_worker_is_restarted_and_every_job_finishes_once(launched: L
     assert queued_at_kill > 0
     assert result == Tally(JOBS, JOBS, 0, 0, 0)
     assert "worker exited (killed by SIGKILL)" in launched.log_text()
+
+
+def test_a_sigkilled_redis_is_restarted_with_its_jobs(launched: Launched) -> None:
+    job_id = submit(launched.url, 1)
+    job = httpx.get(f"{launched.url}/v1/jobs/{job_id}", params={"wait": 20}, timeout=30).json()
+    assert job["status"] == "succeeded", job
+    # appendfsync everysec: a SIGKILL may lose the last second; a rewritten AOF holds it all.
+    client = redis.Redis(port=launched.redis_port)
+    client.bgrewriteaof()
+    wait_until(lambda: not any(client.info("persistence")[key] for key in
+                               ("aof_rewrite_in_progress", "aof_rewrite_scheduled")),
+               10, "the AOF rewrite")  # fmt: skip
+    victim = launched.child("redis-server")
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: "redis exited (killed by SIGKILL)" in launched.log_text(), 10, "the exit")
+    wait_until(launched.ready, 30, "Redis back, and the gateway and worker on it")
+    assert launched.child("redis-server") != victim
+    job = httpx.get(f"{launched.url}/v1/jobs/{job_id}", timeout=10).json()
+    assert job["status"] == "succeeded"  # read back from the AOF
 
 
 def test_sigterm_stops_every_child_and_exits_0(launched: Launched) -> None:
