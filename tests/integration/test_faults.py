@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 
 from bench.rabbitmq import RabbitMQServer
 from shared.config import Settings
+from tests.support.dicom_network import encoded, radiograph, related_body
 from tests.support.faults import (
     Tally,
     all_final,
@@ -286,7 +287,11 @@ def every_route_request(api: TestClient, job_id: str) -> Iterator[tuple[str, str
         path = template.replace("{name}", "overlay")
         path = path.replace("{job_id}", job_id).replace("{batch_id}", job_id)
         for method in operations:
-            yield method.upper(), path, upload if method == "post" else {}
+            if path == "/dicomweb/studies":
+                body, content_type = related_body([("application/dicom", encoded(radiograph()))])
+                yield "POST", path, {"content": body, "headers": {"Content-Type": content_type}}
+            else:
+                yield method.upper(), path, upload if method == "post" else {}
 
 
 def test_redis_down_every_route_answers_503_then_all_recovers(

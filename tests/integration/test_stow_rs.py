@@ -3,41 +3,28 @@ in the standard response dataset, jobs that finish, the same refusals as the lis
 
 from __future__ import annotations
 
-import io
 import logging
-import uuid
 from collections.abc import Sequence
 
 import pytest
 from fastapi.testclient import TestClient
-from pydicom.dataset import Dataset
 
 from gateway.app import create_app
 from shared.config import Settings
 from shared.dicom_header import SOURCE_HEADER_BLOB, parse_source_header
-from tests.support.dicom_network import CT_IMAGE, DX_FOR_PROCESSING, radiograph
+from tests.support.dicom_network import (
+    CT_IMAGE,
+    DX_FOR_PROCESSING,
+    encoded,
+    radiograph,
+    related_body,
+)
 from tests.support.dicoms import PATIENT_TRACES
 from tests.support.redis_values import values_by_key
 
 pytestmark = pytest.mark.slow
 REFERENCED, FAILED, RETRIEVE_URL, FAILURE_REASON = "00081199", "00081198", "00081190", "00081197"
 INSTANCE_UID = "00081155"
-
-
-def encoded(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def related_body(parts: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    chunks = [
-        b"--%s\r\nContent-Type: %s\r\n\r\n%s\r\n" % (boundary.encode(), kind.encode(), data)
-        for kind, data in parts
-    ]
-    body = b"".join(chunks) + b"--%s--\r\n" % boundary.encode()
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
 def stow(api: TestClient, parts: Sequence[tuple[str, bytes]]):

@@ -4,6 +4,7 @@ an instance to the job it became (the job's `dicom_header` blob names the instan
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +40,24 @@ def radiograph(
     }
     data = dicom_file(DicomSpec(pixels, bits_stored=12, extra=extra))
     return pydicom.dcmread(io.BytesIO(data))
+
+
+def encoded(dataset: Dataset) -> bytes:
+    """`dataset` as a Part 10 file, the form STOW-RS carries."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def related_body(parts: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A STOW-RS request body of (content type, bytes) parts, and its Content-Type header."""
+    boundary = uuid.uuid4().hex
+    chunks = [
+        b"--%s\r\nContent-Type: %s\r\n\r\n%s\r\n" % (boundary.encode(), kind.encode(), data)
+        for kind, data in parts
+    ]
+    body = b"".join(chunks) + b"--%s--\r\n" % boundary.encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
