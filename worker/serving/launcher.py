@@ -197,9 +197,12 @@ class Launcher:
         self.stopping.set()
 
     def redis_answers(self) -> bool:
+        """Our redis-server answers on the port: not another one that already held it."""
+        if self.redis.process is None:
+            return False
         try:
             client = redis.Redis(port=self.plan.redis_port, socket_connect_timeout=0.5)
-            return bool(client.ping())
+            return bool(client.info("server")["process_id"] == self.redis.process.pid)
         except redis.RedisError:
             return False
 
@@ -209,8 +212,11 @@ class Launcher:
         deadline = time.monotonic() + REDIS_START_TIMEOUT_S
         while not self.redis_answers():
             if not self.redis.running():
-                where = f" (see {self.redis.log_path})" if self.redis.log_path else ""
-                raise RuntimeError(f"redis-server exited at start{where}")
+                where = f"; see {self.redis.log_path}" if self.redis.log_path else ""
+                raise RuntimeError(
+                    f"redis-server exited at start (port {self.plan.redis_port} "
+                    f"in use? --redis-port or PNEUMO_LOCAL_REDIS_PORT){where}"
+                )
             if time.monotonic() > deadline or self.stopping.wait(0.1):
                 return  # a slow or interrupted start: supervision (or the stop) takes over
         log.info("redis on 127.0.0.1:%d (AOF in %s)", self.plan.redis_port,
@@ -220,7 +226,11 @@ class Launcher:
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signal_number, self.request_stop)
         try:
-            self.start_redis()
+            try:
+                self.start_redis()
+            except RuntimeError as error:  # a port in use, an unreadable config: no retry helps
+                log.error("%s", error)
+                return 1
             if not self.stopping.is_set():
                 self.worker.start()
                 self.gateway.start()
