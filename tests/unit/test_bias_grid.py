@@ -14,7 +14,7 @@ from worker.audit.bias_report import write_grid_report
 
 
 def run(artifact: str, correlation: float, seed: int, flipped_after: float) -> dict:
-    scores = {metric: 0.5 for metric in TEST_METRICS}
+    scores = dict.fromkeys(TEST_METRICS, 0.5)
     variants = {name: {"test": {test: dict(scores) for test in TEST_SETS}} for name in VARIANTS}
     variants["after"]["test"]["flipped"]["roc_auc"] = flipped_after
     return {"artifact": artifact, "correlation": correlation, "seed": seed, "variants": variants}
