@@ -13,7 +13,6 @@ end, in process): the same counts for a job's whole life, gateway included.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import redis as redis_py
 
+from bench.drain import fill_queue
 from bench.measure import benchmark_jpegs
 from bench.processes import (
     RedisServer,
@@ -37,7 +37,7 @@ from bench.rabbitmq import RabbitMQServer
 from bench.stack import cpu_seconds
 from shared.config import Settings
 from shared.schemas import Job
-from shared.store import SyncStore, new_job
+from shared.store import SyncStore
 
 BROKERS = ("redis", "rabbitmq")
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
@@ -79,16 +79,6 @@ def group_cpu_seconds(group: int) -> float:
     return total
 
 
-def stored_submissions(images: list[bytes], settings: Settings, model_dir: Path) -> list[dict]:
-    """The blobs the gateway stores per image (`gateway.submission.decode_upload`, as is)."""
-    from gateway.submission import decode_upload
-    from worker.model.artifact import read_card
-
-    preprocessing = read_card(model_dir).preprocessing
-    uploads = [asyncio.run(decode_upload(image, settings, preprocessing)) for image in images]
-    return [{"upload": upload.stored, "input": upload.model_input} for upload in uploads]
-
-
 @contextmanager
 def broker_stack(kind: str, directory: Path) -> Iterator[tuple[RedisServer, RabbitMQServer | None]]:
     with RedisServer(directory / "records") as records:
@@ -101,20 +91,12 @@ def broker_stack(kind: str, directory: Path) -> Iterator[tuple[RedisServer, Rabb
 
 def drain(kind: str, directory: Path, model_dir: Path, images: list[bytes], jobs: int,
           http_jobs: int, batch_size: int) -> dict:  # fmt: skip
-    from shared.queue import enqueue_predict, make_celery
-
     with broker_stack(kind, directory) as (records, broker):
         settings = Settings(redis_url=records.url, broker_url=broker.url if broker else None,
                             model_dir=model_dir)  # fmt: skip
         store = SyncStore.from_url(records.url, settings.key_prefix, settings.job_ttl_s)
-        celery = make_celery(settings, "bench-brokers")
-        submissions = stored_submissions(images, settings, model_dir)
-        job_ids = []
-        for index in range(jobs):
-            job = new_job(f"{kind}-{index:06d}", store.ttl_s)
-            store.save([job], {job.job_id: submissions[index % len(submissions)]}, pending=True)
-            enqueue_predict(celery, settings, job.job_id)
-            job_ids.append(job.job_id)
+        job_ids = fill_queue(store, settings, model_dir, images, jobs, worker_decodes=False,
+                             name=kind)  # fmt: skip
         client = records.client()
         client.config_resetstat()
         environment = worker_environment(
