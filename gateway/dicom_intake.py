@@ -61,6 +61,7 @@ class Identity:
 
     sop_class: str
     sop_instance: str
+    study_instance: str | None = None  # None where the dataset names no study
 
 
 class Refused(Exception):
@@ -89,7 +90,10 @@ def identify(data: bytes) -> Identity:
         warnings.simplefilter("ignore")
         try:
             header = read_dataset(data, stop_before_pixels=True)
-            identity = Identity(str(header.SOPClassUID), str(header.SOPInstanceUID))
+            study = header.get("StudyInstanceUID")
+            identity = Identity(
+                str(header.SOPClassUID), str(header.SOPInstanceUID), str(study) if study else None
+            )
         except AppError as error:
             raise Refused.from_error(error) from None
         except PYDICOM_FAILURES as error:  # SOPClassUID or SOPInstanceUID missing

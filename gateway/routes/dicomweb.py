@@ -4,6 +4,8 @@ uses (`gateway.dicom_intake`), and answers the standard response dataset in
 `application/dicom+json`: each stored instance in ReferencedSOPSequence, its RetrieveURL the
 job's URL (the job id is its last segment); each refused one in FailedSOPSequence with its
 FailureReason. 200 when all were taken, 202 when some were, 409 when none were.
+`POST /dicomweb/studies/{study}` takes only instances of that study; others fail with
+0x0110 (processing failure), as Orthanc's DICOMweb plugin answers them.
 
 Unlike `/v1/batches`, instances are independent: a bad one fails alone, as a PACS expects.
 A request refused whole (auth, size, content type, overload) gets the usual JSON error.
@@ -41,6 +43,18 @@ STOW_RESPONSES = {
 @router.post("/studies", response_class=Response, responses=STOW_RESPONSES)
 async def store_instances(request: Request, intake: IntakeDep, metrics: MetricsDep) -> Response:
     """Store instances (STOW-RS): each CR or DX image becomes a job."""
+    return await store(request, intake, metrics, study=None)
+
+
+@router.post("/studies/{study}", response_class=Response, responses=STOW_RESPONSES)
+async def store_study_instances(
+    study: str, request: Request, intake: IntakeDep, metrics: MetricsDep
+) -> Response:
+    """Store instances of one study (STOW-RS): instances of any other study fail."""
+    return await store(request, intake, metrics, study=study)
+
+
+async def store(request: Request, intake: Intake, metrics: Metrics, study: str | None) -> Response:
     settings = intake.settings
     boundary = related_boundary(request.headers.get("content-type"), DICOM)
     # Refused whole, before the body is read.
@@ -53,7 +67,7 @@ async def store_instances(request: Request, intake: IntakeDep, metrics: MetricsD
     taken: list[tuple[Identity, Job]] = []
     failed: list[tuple[Identity | None, Refused]] = []
     for index, part in enumerate(parts):
-        identity, outcome = await store_part(part, intake, counted=index == 0)
+        identity, outcome = await store_part(part, intake, study, counted=index == 0)
         if isinstance(outcome, Refused):
             failed.append((identity, outcome))
             count_refusal(metrics, outcome)
@@ -68,7 +82,7 @@ async def store_instances(request: Request, intake: IntakeDep, metrics: MetricsD
 
 
 async def store_part(
-    part: Part, intake: Intake, counted: bool
+    part: Part, intake: Intake, study: str | None, counted: bool
 ) -> tuple[Identity | None, Job | Refused]:
     """One part: its identity (None when it names none) and its job, or why it has none."""
     identity = None
@@ -76,6 +90,12 @@ async def store_part(
         if part.content_type != DICOM:
             raise Refused.from_error(UnsupportedFormat(f"A part is not {DICOM}."))
         identity = identify(part.data)
+        if study is not None and identity.study_instance != study:
+            raise Refused(
+                Status.PROCESSING_FAILURE,
+                "study_mismatch",
+                "The instance belongs to another study than the one the request names.",
+            )
         if part.cut(intake.settings.max_upload_bytes):
             limit = intake.settings.max_upload_bytes
             raise Refused.from_error(UploadTooLarge(f"The instance exceeds {limit} bytes."))

@@ -286,8 +286,9 @@ def every_route_request(api: TestClient, job_id: str) -> Iterator[tuple[str, str
     for template, operations in api.get("/openapi.json").json()["paths"].items():
         path = template.replace("{name}", "overlay")
         path = path.replace("{job_id}", job_id).replace("{batch_id}", job_id)
+        path = path.replace("{study}", radiograph().StudyInstanceUID)
         for method in operations:
-            if path == "/dicomweb/studies":
+            if path.startswith("/dicomweb/studies"):
                 body, content_type = related_body([("application/dicom", encoded(radiograph()))])
                 yield "POST", path, {"content": body, "headers": {"Content-Type": content_type}}
             else:

@@ -62,7 +62,9 @@ async def post_unread(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -
     return started["status"], {k.decode(): v.decode() for k, v in started["headers"]}
 
 
-@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/batches", "/predict", "/dicomweb/studies"])
+@pytest.mark.parametrize(
+    "path", ["/v1/jobs", "/v1/batches", "/predict", "/dicomweb/studies", "/dicomweb/studies/1.2.3"]
+)
 def test_no_key_is_refused_before_a_byte_of_the_body_is_read(settings: Settings, path: str) -> None:
     from gateway.app import create_app
 

@@ -78,6 +78,24 @@ def test_all_taken_is_200_and_none_taken_is_409(api: TestClient) -> None:
         assert api.delete(url.removeprefix("http://testserver")).status_code == 204
 
 
+def test_a_study_scoped_request_takes_only_that_studys_instances(api: TestClient) -> None:
+    study = "1.2.826.0.1.3680043.8.498.1"
+    ours, other = radiograph(study=study, seed=17), radiograph(seed=18)
+    parts = [("application/dicom", encoded(dataset)) for dataset in (ours, other)]
+    body, content_type = related_body(parts)
+    answer = api.post(
+        f"/dicomweb/studies/{study}", content=body, headers={"Content-Type": content_type}
+    )
+    assert answer.status_code == 202
+    taken = values(answer.json(), REFERENCED)
+    assert [values(item, INSTANCE_UID)[0] for item in taken] == [ours.SOPInstanceUID]
+    failed = [(values(item, INSTANCE_UID)[0], values(item, FAILURE_REASON)[0])
+              for item in values(answer.json(), FAILED)]  # fmt: skip
+    assert failed == [(other.SOPInstanceUID, 0x0110)]
+    job_url = values(taken[0], RETRIEVE_URL)[0]
+    assert api.delete(job_url.removeprefix("http://testserver")).status_code == 204
+
+
 def test_requests_refused_whole(api: TestClient, settings: Settings) -> None:
     form = api.post("/dicomweb/studies", files={"file": ("a.dcm", encoded(radiograph()))})
     assert (form.status_code, form.json()["error"]["code"]) == (415, "unsupported_content_type")
