@@ -25,14 +25,16 @@ from worker.model.gradcam import METHOD_NAMES
 
 pytestmark = pytest.mark.slow
 
-CONFIG = BiasConfig()  # border band at correlation 1.0, seed 0: pneumo bias-experiment's run
-# Measured, border band at correlation 1.0, flipped-set ROC-AUC before -> after the erasing,
-# in pneumo bias-grid (seeds 0-2: 0.000 -> 0.948, 0.289, 0.964) and here (seeds 0-1: the same
-# 0.948 and 0.289). The remedy's gain differs a lot between seeds, so the bounds sit below the
-# smallest one seen, not near the typical one.
+# The border band at correlation 0.8, seeds 0 and 1: a cell of pneumo bias-grid. Measured
+# under three kernel settings (oneDNN on with two threads, TF_ENABLE_ONEDNN_OPTS=0, one core by
+# taskset), as another CPU's kernels would differ: flipped-set ROC-AUC 0.000 before the erasing
+# in all six runs; after it 0.948 / 0.894, 0.839 / 0.904 and 0.757 / 0.783 (seed 0 / seed 1).
+# At correlation 1.0 one seed's remedy failed outright (0.289), so that cell cannot carry a
+# per-seed claim.
+CONFIG = BiasConfig(correlation=0.8)
 SHORTCUT_FLIPPED_AUC_AT_MOST = 0.15
-REMEDY_FLIPPED_GAIN_AT_LEAST = 0.1
-REMEDY_MEAN_FLIPPED_GAIN_AT_LEAST = 0.4
+REMEDY_FLIPPED_GAIN_AT_LEAST = 0.4
+REMEDY_MEAN_FLIPPED_GAIN_AT_LEAST = 0.5
 ISSUE_KEYS = {"pointing_game", "lesion_energy", "lung_energy", "border_energy",
               "randomization_similarity"}  # fmt: skip
 
@@ -61,7 +63,9 @@ def second_seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[BiasResult, P
 
 
 def test_the_reduced_run_is_a_cell_of_the_grid() -> None:
-    assert replace(CONFIG, audit=False) == GridConfig().cell
+    grid = GridConfig()
+    assert CONFIG.correlation in grid.correlations and CONFIG.seed in grid.seeds
+    assert replace(CONFIG, audit=False) == replace(grid.cell, correlation=CONFIG.correlation)
 
 
 def audit_app() -> typer.Typer:
@@ -96,24 +100,25 @@ def test_border_erasing_weakens_the_border_shortcut_on_both_seeds(experiment, se
         gains.append(flipped_gain)
     assert sum(gains) / len(gains) >= REMEDY_MEAN_FLIPPED_GAIN_AT_LEAST, gains
     fixed, shortcut = (variant(experiment, n)["audit"]["gradcam"] for n in ("after", "before"))
-    # Measured after / before: lung energy 0.272 / 0.116, artefact energy 0.089 / 0.311.
-    assert fixed["lung_energy"] > shortcut["lung_energy"] + 0.1
+    # Artefact energy after / before, over the three kernel settings: 0.068-0.110 / 0.295-0.301.
     assert fixed["artifact_energy"] < shortcut["artifact_energy"] / 2
     assert variant(experiment, "after")["audit_data"]["with_artifact"] > 0
 
 
-def test_the_gradcam_peak_lies_in_the_lesion_for_most_true_positives(experiment) -> None:
-    """Over >= 30 true positives of the fixed model: many peaks within the standard pointing
-    game's tolerance (15 px at 224 px, 4 px here), some on the lesion itself. A lesion and its
-    4 px margin cover 8-18 % (mean 12.6 %) of the 64 px input over 60 of these phantoms, so a
-    peak placed at random scores about 0.13. Measured on 37-38 true positives (one film =
-    0.027): 0.632, strict 0.211 with oneDNN's kernels; 0.432, strict 0.270 with
-    TF_ENABLE_ONEDNN_OPTS=0 (other kernels, as on another CPU). The line sits below both and
-    over twice a random peak's score."""
-    gradcam = variant(experiment, "after")["audit"]["gradcam"]
-    assert gradcam["pointing_game_images"] >= 30
-    assert gradcam["pointing_game"] >= 0.3
-    assert gradcam["pointing_game_strict"] >= 0.1
+def test_the_shortcut_models_peaks_miss_the_lesions(experiment) -> None:
+    """Over its true positives the shortcut model's Grad-CAM peaks never land within the
+    pointing game's tolerance of a lesion (measured 0.0 under all three kernel settings; a peak
+    placed at random scores about 0.13: a lesion and its 4 px margin cover 8-18 % of the 64 px
+    input over 60 of these phantoms).
+
+    Where the repaired model's maps point is reported, not asserted: its pointing game was 0.632,
+    0.432 and 0.053 and its lung energy 0.272, 0.252 and 0.116 under the three settings. On one
+    core the erasing repaired the ranking (flipped AUC 0.757) while the maps stayed on the border
+    (border energy 0.397, as before): the remedy does not reliably move the explanation."""
+    shortcut = variant(experiment, "before")["audit"]["gradcam"]
+    assert shortcut["pointing_game_images"] > 0
+    assert shortcut["pointing_game"] <= 0.05
+    assert variant(experiment, "after")["audit"]["gradcam"]["pointing_game_images"] >= 30
 
 
 def test_randomised_weights_change_the_maps(experiment) -> None:
