@@ -27,7 +27,8 @@ from fastapi.testclient import TestClient
 
 from bench.rabbitmq import RabbitMQServer
 from shared.config import Settings
-from tests.support.dicom_network import encoded, radiograph, related_body
+from shared.dicom_results import part10
+from tests.support.dicom_network import radiograph, related_body
 from tests.support.faults import (
     Tally,
     all_final,
@@ -289,7 +290,7 @@ def every_route_request(api: TestClient, job_id: str) -> Iterator[tuple[str, str
         path = path.replace("{study}", radiograph().StudyInstanceUID)
         for method in operations:
             if path.startswith("/dicomweb/studies"):
-                body, content_type = related_body([("application/dicom", encoded(radiograph()))])
+                body, content_type = related_body([("application/dicom", part10(radiograph()))])
                 yield "POST", path, {"content": body, "headers": {"Content-Type": content_type}}
             else:
                 yield method.upper(), path, upload if method == "post" else {}

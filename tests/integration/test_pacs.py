@@ -20,6 +20,7 @@ from PIL import Image
 
 from bench import orthanc
 from bench.orthanc import DeliveryProcess, OrthancProcess
+from shared.dicom_results import part10
 from tests.support.dicom_network import jobs_by_instance
 from tests.support.pacs import (
     PATIENT_ID,
@@ -27,7 +28,6 @@ from tests.support.pacs import (
     coded_answer,
     cr_instance,
     measured,
-    part10,
     read,
 )
 from tests.support.processes import (

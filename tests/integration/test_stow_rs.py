@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from shared.config import Settings
 from shared.dicom_header import SOURCE_HEADER_BLOB, parse_source_header
+from shared.dicom_results import part10
 from tests.support.dicom_network import (
     CT_IMAGE,
     DX_FOR_PROCESSING,
-    encoded,
     radiograph,
     related_body,
 )
@@ -42,7 +42,7 @@ def test_each_instance_is_answered_on_its_own(
     good, ct, corrupt = radiograph(seed=11), radiograph(CT_IMAGE), radiograph(seed=12)
     corrupt.PixelData = corrupt.PixelData[:100]
     with caplog.at_level(logging.DEBUG):
-        answer = stow(api, [("application/dicom", encoded(d)) for d in (good, ct, corrupt)])
+        answer = stow(api, [("application/dicom", part10(d)) for d in (good, ct, corrupt)])
     assert answer.status_code == 202 and answer.headers["content-type"] == "application/dicom+json"
     (stored,) = values(answer.json(), REFERENCED)
     assert values(stored, INSTANCE_UID) == [good.SOPInstanceUID]
@@ -66,7 +66,7 @@ def test_each_instance_is_answered_on_its_own(
 
 def test_all_taken_is_200_and_none_taken_is_409(api: TestClient) -> None:
     instances = [radiograph(seed=13), radiograph(DX_FOR_PROCESSING, seed=14)]
-    answer = stow(api, [("application/dicom", encoded(dataset)) for dataset in instances])
+    answer = stow(api, [("application/dicom", part10(dataset)) for dataset in instances])
     assert answer.status_code == 200 and FAILED not in answer.json()
     job_urls = [values(item, RETRIEVE_URL)[0] for item in values(answer.json(), REFERENCED)]
     assert len(set(job_urls)) == 2
@@ -81,7 +81,7 @@ def test_all_taken_is_200_and_none_taken_is_409(api: TestClient) -> None:
 def test_a_study_scoped_request_takes_only_that_studys_instances(api: TestClient) -> None:
     study = "1.2.826.0.1.3680043.8.498.1"
     ours, other = radiograph(study=study, seed=17), radiograph(seed=18)
-    parts = [("application/dicom", encoded(dataset)) for dataset in (ours, other)]
+    parts = [("application/dicom", part10(dataset)) for dataset in (ours, other)]
     body, content_type = related_body(parts)
     answer = api.post(
         f"/dicomweb/studies/{study}", content=body, headers={"Content-Type": content_type}
@@ -97,7 +97,7 @@ def test_a_study_scoped_request_takes_only_that_studys_instances(api: TestClient
 
 
 def test_requests_refused_whole(api: TestClient, settings: Settings) -> None:
-    form = api.post("/dicomweb/studies", files={"file": ("a.dcm", encoded(radiograph()))})
+    form = api.post("/dicomweb/studies", files={"file": ("a.dcm", part10(radiograph()))})
     assert (form.status_code, form.json()["error"]["code"]) == (415, "unsupported_content_type")
     empty_body, content_type = related_body([])
     empty = api.post(
@@ -106,8 +106,8 @@ def test_requests_refused_whole(api: TestClient, settings: Settings) -> None:
     assert (empty.status_code, empty.json()["error"]["code"]) == (422, "invalid_request")
     parked = settings.model_copy(update={"queue_name": "parked-stow", "max_queue_depth": 1})
     with TestClient(create_app(parked)) as parked_api:
-        first = stow(parked_api, [("application/dicom", encoded(radiograph(seed=15)))])
-        full = stow(parked_api, [("application/dicom", encoded(radiograph(seed=16)))])
+        first = stow(parked_api, [("application/dicom", part10(radiograph(seed=15)))])
+        full = stow(parked_api, [("application/dicom", part10(radiograph(seed=16)))])
         assert first.status_code == 200
         assert (full.status_code, full.json()["error"]["code"]) == (503, "queue_full")
         assert "Retry-After" in full.headers

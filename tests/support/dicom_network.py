@@ -42,13 +42,6 @@ def radiograph(
     return pydicom.dcmread(io.BytesIO(data))
 
 
-def encoded(dataset: Dataset) -> bytes:
-    """`dataset` as a Part 10 file, the form STOW-RS carries."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def related_body(parts: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:
     """A STOW-RS request body of (content type, bytes) parts, and its Content-Type header."""
     boundary = uuid.uuid4().hex

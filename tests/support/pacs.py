@@ -43,12 +43,6 @@ def cr_instance(pixels: np.ndarray, study_uid: str | None = None) -> FileDataset
     return dataset
 
 
-def part10(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def read(data: bytes) -> Dataset:
     return dcmread(io.BytesIO(data))
 

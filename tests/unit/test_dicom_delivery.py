@@ -16,13 +16,14 @@ import pytest
 from gateway.dicom_delivery import CStoreSender, Deliverer, StowSender, sender_for
 from shared.config import Settings
 from shared.dicom_header import SOURCE_HEADER_BLOB
+from shared.dicom_results import part10
 from shared.display import encode_display
 from shared.geometry import Placement, Span
 from shared.handoff import pack_map
 from shared.queue import make_celery
 from shared.schemas import Delivery, Job, JobError, JobStatus
 from shared.store import SyncStore
-from tests.support.pacs import cr_instance, part10, succeeded_job
+from tests.support.pacs import cr_instance, succeeded_job
 from tests.support.processes import RedisServer, free_port
 
 WHOLE = Span(start=0.0, stop=1.0)
