@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pydicom.uid import UID
 
+from bench.dicom_intake import cr_file, phantom_pixels
 from bench.orthanc import AE_TITLE, DeliveryProcess, OrthancProcess, installed
 from bench.processes import (
     REPO_ROOT,
@@ -41,29 +41,10 @@ SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
 POLL_S = 0.02
 
 
-def instance(side: int, seed: int):
+def instance(side: int, seed: int) -> bytes:
     """A 12-bit CR of a phantom radiograph, with its own study."""
-    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    from worker.phantoms.radiograph import generate_phantom
-
-    phantom = generate_phantom(np.random.default_rng(seed), 256, pneumonia=bool(seed % 2)).image
-    pixels = np.asarray(Image.fromarray(phantom).resize((side, side)), dtype=np.uint16) * 16
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CR_STORAGE, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID, dataset.SOPInstanceUID = CR_STORAGE, meta.MediaStorageSOPInstanceUID
-    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-    dataset.PatientName, dataset.PatientID, dataset.Modality = f"Bench^{seed}", f"B{seed}", "CR"
-    dataset.Rows = dataset.Columns = side
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
-    dataset.PixelRepresentation, dataset.PixelData = 0, pixels.tobytes()
-    buffer = io.BytesIO()  # as a sender has it: a file, read back
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    pixels = phantom_pixels(np.random.default_rng(seed), side, pneumonia=bool(seed % 2))
+    return cr_file(pixels, side, seed)
 
 
 class Arrivals:

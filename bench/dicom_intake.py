@@ -41,44 +41,48 @@ DISTINCT_FILMS = 16  # pixel sets; every instance still gets its own UIDs (no de
 
 def films(count: int, side: int, seed: int = 0) -> list[bytes]:
     """`count` CR Part 10 files cycling through `DISTINCT_FILMS` phantoms."""
+    rng = np.random.default_rng(seed)
+    pixel_sets = [
+        phantom_pixels(rng, side, pneumonia=bool(index % 2))
+        for index in range(min(count, DISTINCT_FILMS))
+    ]
+    return [cr_file(pixel_sets[index % len(pixel_sets)], side, index) for index in range(count)]
+
+
+def phantom_pixels(rng: np.random.Generator, side: int, pneumonia: bool) -> bytes:
+    """A phantom radiograph at `side` x `side`, as 12-bit stored values."""
     from PIL import Image
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     from worker.phantoms.radiograph import generate_phantom
 
-    rng = np.random.default_rng(seed)
-    pixel_sets = []
-    for index in range(min(count, DISTINCT_FILMS)):
-        phantom = generate_phantom(rng, 256, pneumonia=bool(index % 2)).image
-        large = Image.fromarray(phantom).resize((side, side), Image.Resampling.BILINEAR)
-        pixel_sets.append((np.asarray(large, dtype=np.uint16) * 16).tobytes())
-    encoded = []
-    for index in range(count):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = COMPUTED_RADIOGRAPHY
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        dataset = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
-        dataset.SOPClassUID, dataset.SOPInstanceUID = (
-            COMPUTED_RADIOGRAPHY,
-            meta.MediaStorageSOPInstanceUID,
-        )
-        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-        dataset.PatientName, dataset.PatientID, dataset.Modality = (
-            f"Bench^{index}",
-            f"B{index}",
-            "CR",
-        )
-        dataset.Rows = dataset.Columns = side
-        dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
-        dataset.PixelRepresentation = 0
-        dataset.PixelData = pixel_sets[index % len(pixel_sets)]
-        buffer = io.BytesIO()
-        dataset.save_as(buffer, enforce_file_format=True)
-        encoded.append(buffer.getvalue())
-    return encoded
+    phantom = generate_phantom(rng, 256, pneumonia=pneumonia).image
+    large = Image.fromarray(phantom).resize((side, side), Image.Resampling.BILINEAR)
+    return (np.asarray(large, dtype=np.uint16) * 16).tobytes()
+
+
+def cr_file(pixel_data: bytes, side: int, index: int) -> bytes:
+    """A 12-bit CR Part 10 file of its own study, as a sender has it; `index` names the
+    (fictitious) patient."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from shared.dicom_results import part10
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = COMPUTED_RADIOGRAPHY
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID = COMPUTED_RADIOGRAPHY
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.PatientName, dataset.PatientID = f"Bench^{index}", f"B{index}"
+    dataset.Modality = "CR"
+    dataset.Rows = dataset.Columns = side
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation, dataset.PixelData = 0, pixel_data
+    return part10(dataset)
 
 
 def send(port: int, instances: int, associations: int, side: int) -> dict:
