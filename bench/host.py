@@ -32,7 +32,12 @@ from bench.drain import (
     time_drain,
 )
 from bench.load import load_processes, run_load_in_processes
-from bench.measure import benchmark_jpegs, intake_cpu_ms_per_film, model_ceiling
+from bench.measure import (
+    benchmark_jpegs,
+    display_copy_costs,
+    intake_cpu_ms_per_film,
+    model_ceiling,
+)
 from bench.processes import (
     RedisServer,
     UvicornProcess,
@@ -114,11 +119,12 @@ def run_host_benchmark(plan: HostPlan, model_dir: Path, cores: int | None = None
         "worker_gpu_environments": pool,
     }  # fmt: skip
     images = benchmark_jpegs(plan.distinct_images, sides=(plan.jpeg_side, plan.jpeg_side))
+    preprocessing = model_preprocessing(model_dir)
     results["intake"] = {
         "jpeg_side": plan.jpeg_side,
         "jpeg_kb": round(sum(map(len, images)) / len(images) / 1024, 1),
-        "cpu_ms_per_benchmark_film": intake_cpu_ms_per_film(images, model_preprocessing(model_dir)),
-    }
+        "cpu_ms_per_benchmark_film": intake_cpu_ms_per_film(images, preprocessing),
+    } | display_copy_costs(images, preprocessing)
     results["ceiling"] = model_ceiling(model_dir, batch_size, plan.ceiling_seconds)
     with RedisServer(workdir / "redis") as redis:
         store = bench_store(redis)
@@ -252,6 +258,8 @@ def host_markdown(results: dict) -> str:
         f"{pool['cpu_ms_per_job']['redis']} |",
         f"| intake CPU ms per {results['intake']['jpeg_side']} px film | "
         f"{results['intake']['cpu_ms_per_benchmark_film']} |",
+        f"| of which the display copy, kept as sent / drawn again (ms, side by side) | "
+        f"{results['intake']['display_kept_ms']} / {results['intake']['display_redrawn_ms']} |",
     ]
     lines += [f"| {name} | {value} |" for name, value in results["ratios"].items()]
     kinds = ["gateway", "worker", "redis", "load generator", "total"]

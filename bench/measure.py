@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.config import Settings
 from shared.imaging import (
     IntakeLimits,
     PreprocessParams,
@@ -82,14 +83,43 @@ def intake_costs(jpeg_2000px: bytes, params: PreprocessParams, repeats: int) -> 
 
 def intake_cpu_ms_per_film(films: list[bytes], params: PreprocessParams, repeats: int = 2) -> float:
     """CPU ms per film of what every upload costs before the model, whichever process pays
-    it: the gateway's decode-once (`accept_upload`: draft-mode decode and preprocessing)."""
-    limits = IntakeLimits()
-    accept_upload(films[0], limits, params)
+    it: the gateway's decode-once (`gateway.submission.decode_once`: draft-mode decode,
+    preprocessing, display copy, placement)."""
+    from gateway.submission import decode_once
+
+    settings = Settings()
+    decode_once(films[0], settings, params)
     started = time.process_time()
     for _ in range(repeats):
         for film in films:
-            accept_upload(film, limits, params)
+            decode_once(film, settings, params)
     return round((time.process_time() - started) * 1000.0 / (repeats * len(films)), 3)
+
+
+def display_copy_costs(films: list[bytes], params: PreprocessParams, rounds: int = 5) -> dict:
+    """CPU ms per film of the display copy (`shared.display`), side by side: kept as sent
+    (metadata removed) against drawn again (decoded, resized, encoded), taking turns each
+    round; the median round of each, and bytes per film."""
+    from shared.display import display_copy
+
+    limits, max_side = IntakeLimits(), Settings().display_max_side
+    decoded = [accept_upload(film, limits, params).decoded for film in films]
+    ms: dict[bool, list[float]] = {True: [], False: []}
+    sizes: dict[bool, int] = {}
+    for _ in range(rounds):
+        for keep in (True, False):
+            started = time.process_time()
+            copies = [display_copy(film, pixels, limits, max_side, keep)  # type: ignore[arg-type]
+                      for film, pixels in zip(films, decoded, strict=True)]  # fmt: skip
+            ms[keep].append((time.process_time() - started) * 1000.0 / len(films))
+            sizes[keep] = sum(map(len, copies)) // len(films)
+    kept, drawn = float(np.median(ms[True])), float(np.median(ms[False]))
+    return {
+        "display_kept_ms": round(kept, 3), "display_redrawn_ms": round(drawn, 3),
+        "display_kept_over_redrawn": round(kept / drawn, 3) if drawn else None,
+        "display_kept_kb": round(sizes[True] / 1024, 1),
+        "display_redrawn_kb": round(sizes[False] / 1024, 1),
+    }  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)

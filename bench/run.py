@@ -21,7 +21,13 @@ from typing import Any
 
 from bench.drain import drain_queue, model_preprocessing
 from bench.load import run_load
-from bench.measure import benchmark_jpegs, intake_costs, intake_cpu_ms_per_film, model_ceiling
+from bench.measure import (
+    benchmark_jpegs,
+    display_copy_costs,
+    intake_costs,
+    intake_cpu_ms_per_film,
+    model_ceiling,
+)
 from bench.processes import RedisServer, UvicornProcess
 from bench.stack import CpuMeter, gateway_environment, start_worker
 
@@ -84,6 +90,7 @@ def run_benchmark(plan: Plan, model_dir: Path = DEFAULT_MODEL_DIR) -> dict:
     results["intake"] = intake_costs(benchmark_jpegs(1, seed=99, sides=(2000, 2000))[0],
                                      preprocessing, repeats=10)  # fmt: skip
     results["intake"]["cpu_ms_per_benchmark_film"] = intake_cpu_ms_per_film(images, preprocessing)
+    results["intake"] |= display_copy_costs(images, preprocessing)
     with RedisServer(workdir / "redis") as redis:
         drain = functools.partial(drain_queue, redis, model_dir, images, workdir,
                                   plan.batch_size, profile_gil=plan.profile_gil)  # fmt: skip

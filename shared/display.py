@@ -2,9 +2,14 @@
 on, kept from intake until the job expires.
 
 Pixels only, never the file as sent: a DICOM's tags (names, ids, dates) never reach it, and a
-JPEG's EXIF is gone too. Grayscale at the film's own aspect ratio, the long side at most
-`Settings.display_max_side` and never upscaled; JPEG at quality 85, which keeps a typical
-1,000-2,000 px film at a fraction of the upload's weight (measured: docs/operations.md).
+JPEG's EXIF and comments are gone too. Grayscale at the film's own aspect ratio, the long side
+at most `Settings.display_max_side` and never upscaled; JPEG at quality 85, which keeps a
+typical 1,000-2,000 px film at a fraction of the upload's weight (measured: docs/operations.md).
+
+A grayscale JPEG that already fits (no resizing, no EXIF rotation, at most
+`MAX_KEPT_BITS_PER_PIXEL`) is kept as its own compressed pixels with every metadata segment
+removed (`shared.jpeg_segments`): the same pixels as the upload, for none of the decode and
+encode that would cost a gateway more CPU than its model-input decode (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -13,23 +18,35 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 from shared.errors import CorruptImage
 from shared.geometry import display_shape
-from shared.imaging import IntakeLimits, decode_grayscale, sniff_format
+from shared.imaging import EXIF_TRANSPOSE, IntakeLimits, decode_grayscale, sniff_format
+from shared.jpeg_segments import pixels_only
 
 DISPLAY_QUALITY = 85
+# An upload kept as its own display copy may weigh up to this much: a film sent at quality
+# 95-100 (2-4 bits a pixel) is re-encoded at DISPLAY_QUALITY instead (about 1 bit a pixel),
+# so what each job holds for its lifetime stays bounded.
+MAX_KEPT_BITS_PER_PIXEL = 3.0
 DISPLAY_FORMAT = "JPEG"
 DISPLAY_MEDIA_TYPE = "image/jpeg"
 
 
-def display_copy(data: bytes, decoded: np.ndarray, limits: IntakeLimits, max_side: int) -> bytes:
-    """The display copy of an accepted upload, from the pixels intake already decoded when they
-    are fine enough (PNG, DICOM, small or draft-free JPEGs), else from one more JPEG decode in
-    draft mode at the display's own scale."""
-    film_shape = _film_shape(data, decoded)
+def display_copy(
+    data: bytes, decoded: np.ndarray, limits: IntakeLimits, max_side: int, keep_as_sent: bool = True
+) -> bytes:
+    """The display copy of an accepted upload: a grayscale JPEG that fits as it is, metadata
+    removed; else drawn from the pixels intake already decoded when they are fine enough (PNG,
+    DICOM, small or draft-free JPEGs), or from one more JPEG decode in draft mode at the
+    display's own scale. `keep_as_sent=False` draws every film (the benchmark's comparison)."""
+    film_shape, upright_as_stored = _film_shape(data, decoded)
     target = display_shape(film_shape, max_side)
+    if keep_as_sent and target == film_shape and upright_as_stored:
+        kept = pixels_only(data)
+        if kept is not None and len(kept) * 8 <= MAX_KEPT_BITS_PER_PIXEL * target[0] * target[1]:
+            return kept
     if decoded.shape[0] < target[0] or decoded.shape[1] < target[1]:
         # Drafted (decoded at 1/2..1/8 scale, both sides at least the short side asked for).
         decoded = decode_grayscale(data, limits, draft_side=min(target))
@@ -53,22 +70,25 @@ def decode_display(data: bytes | None) -> np.ndarray | None:
         return None
 
 
-def _film_shape(data: bytes, decoded: np.ndarray) -> tuple[int, int]:
+def _film_shape(data: bytes, decoded: np.ndarray) -> tuple[tuple[int, int], bool]:
     """The film's full (rows, columns), upright: the header's size for a JPEG that may have been
-    decoded in draft mode (an EXIF rotation swaps the sides, as the decode did)."""
+    decoded in draft mode (an EXIF rotation swaps the sides, as the decode did); and whether
+    the file's pixels are stored upright (a JPEG without an EXIF orientation to apply)."""
     if sniff_format(data) != "jpeg":
-        return decoded.shape[0], decoded.shape[1]
+        return (decoded.shape[0], decoded.shape[1]), False
     try:
         with warnings.catch_warnings():
             # Intake decoded this film already, ignoring corrupt EXIF the same way.
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(io.BytesIO(data)) as image:
                 columns, rows = image.size
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImage(f"The image could not be read: {error}.") from error
     if (rows > columns) != (decoded.shape[0] > decoded.shape[1]):
         rows, columns = columns, rows
-    return rows, columns
+    # As the decode judged it (`shared.imaging._upright`): an unknown value turns nothing.
+    return (rows, columns), not (isinstance(orientation, int) and orientation in EXIF_TRANSPOSE)
 
 
 def _resize(gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -54,7 +54,10 @@ def test_intake_and_ceiling_figures_are_present(results: dict) -> None:
     intake = dict(results["intake"])
     assert intake.pop("jpeg_bytes") > 0
     assert_measured(intake, {"decode_full_ms", "decode_draft_ms", "render_png_level1_ms",
-                             "render_png_level6_ms", "cpu_ms_per_benchmark_film"})  # fmt: skip
+                             "render_png_level6_ms", "cpu_ms_per_benchmark_film",
+                             "display_kept_ms", "display_redrawn_ms",
+                             "display_kept_over_redrawn", "display_kept_kb",
+                             "display_redrawn_kb"})  # fmt: skip
     ceiling = results["ceiling"]
     assert ceiling["batch_size"] == results["plan"]["batch_size"]
     assert ceiling["model_ceiling_img_s"] > 0 and ceiling["model_cpu_ms_per_image"] >= 0

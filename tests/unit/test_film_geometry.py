@@ -93,7 +93,7 @@ def test_display_shape_keeps_the_aspect_ratio_and_never_upscales() -> None:
 
 def jpeg_bytes(pixels: np.ndarray, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, **options)
+    Image.fromarray(pixels).save(buffer, format="JPEG", **({"quality": 90} | options))
     return buffer.getvalue()
 
 
@@ -120,3 +120,40 @@ def test_the_display_copy_follows_exif_rotation_and_never_upscales() -> None:
     copy = decode_display(display_copy(data, accepted.decoded, LIMITS, 1024))
     assert copy is not None and copy.shape == accepted.decoded.shape == film.shape
     assert decode_display(b"\xff\xd8\xff broken") is None
+
+
+def test_a_grayscale_jpeg_that_fits_is_its_own_display_copy_without_its_metadata() -> None:
+    """No decode, no encode: the upload's own compressed pixels, so the same pixels exactly,
+    with the EXIF and comments gone (`shared.jpeg_segments`)."""
+    film = non_square_film()
+    exif = Image.Exif()
+    exif[0x013B] = "DOE^JANE"  # Artist
+    data = jpeg_bytes(film, exif=exif, comment=b"DOE^JANE")
+    accepted = accept_upload(data, LIMITS, PreprocessParams(), draft_side=256)
+    assert accepted.decoded is not None
+    display = display_copy(data, accepted.decoded, LIMITS, 1024)
+    assert b"DOE^JANE" not in display and len(display) < len(data)
+    with Image.open(io.BytesIO(data)) as upload:
+        np.testing.assert_array_equal(decode_display(display), np.asarray(upload))
+
+
+def test_a_film_the_display_cannot_keep_as_sent_is_drawn_again_in_grayscale() -> None:
+    """Colour, too heavy (quality 100 on grain) or too large: re-encoded at the display's
+    quality, in grayscale."""
+    grain = np.random.default_rng(5).integers(0, 256, (400, 400)).astype(np.uint8)
+    film = non_square_film()
+    cases = {
+        "colour": jpeg_bytes(np.stack([film] * 3, axis=-1)),
+        "heavy": jpeg_bytes(grain, quality=100),
+        "large": jpeg_bytes(film),
+    }
+    for name, data in cases.items():
+        max_side = 256 if name == "large" else 1024
+        accepted = accept_upload(data, LIMITS)
+        assert accepted.decoded is not None
+        display = display_copy(data, accepted.decoded, LIMITS, max_side)
+        with Image.open(io.BytesIO(display)) as picture:
+            assert picture.mode == "L", name
+            assert picture.info.get("jfif") is not None, name  # Pillow's own encode, not the upload
+        if name == "heavy":
+            assert len(display) < 0.5 * len(data)
