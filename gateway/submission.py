@@ -51,7 +51,13 @@ from shared.imaging import (
     intake_draft_side,
     sniff_format,
 )
-from shared.queue import delivery_configured, enqueue_delivery, enqueue_predict
+from shared.queue import (
+    delivery_configured,
+    enqueue_delivery,
+    enqueue_predict,
+    predict_message,
+    publishes_with_the_record,
+)
 from shared.schemas import EXPLANATION_METHODS, Delivery, Job, JobStatus
 from shared.store import AsyncStore, new_job
 
@@ -249,10 +255,14 @@ async def store_and_enqueue(
         earlier = await claim(store, keys, job, IN_FLIGHT_TTL_S)
         if earlier is not None:  # a concurrent twin of this request won the key
             return earlier
+    queued = None
+    if publishes_with_the_record(settings):
+        queued = (settings.queue_name, predict_message(intake.celery, settings, job.job_id))
     try:
         links = keys.links(job.job_id) if keys else {}
-        await store.create(job, upload.stored, links, upload.model_input, upload.extras)
-        await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
+        await store.create(job, upload.stored, links, upload.model_input, upload.extras, queued)
+        if queued is None:  # another broker: Celery's own publish, with its confirms
+            await asyncio.to_thread(enqueue_predict, intake.celery, settings, job.job_id)
         if job.delivery is not None:  # queued with the job: no job's results are forgotten
             await asyncio.to_thread(enqueue_delivery, intake.celery, settings, job.job_id)
     except (OperationalError, RedisError, BlobStoreUnavailable) as error:

@@ -2,6 +2,9 @@
 
 The gateway enqueues by task name through a client-only app built here, so it never imports
 worker code (or TensorFlow). Only job ids travel through the broker (claim-check pattern).
+Where the broker is the records' Redis (the default), the gateway writes Celery's message
+itself, in the transaction that stores the job (`predict_message`): the same bytes, queued
+with the record or not at all, and a fraction of the publish's CPU.
 
 The broker is Redis (`redis_url`, or another Redis in `broker_url`) or RabbitMQ (`broker_url`
 `amqp://...`): there the queue is a quorum queue (replicated, durable, redelivered by the broker
@@ -11,8 +14,13 @@ none of the Redis transport's settings apply (docs/scaling.md).
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+
 from amqp.exceptions import MessageNacked
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import OperationalError
 
 from shared.config import Settings
@@ -116,6 +124,46 @@ def enqueue_predict(app: Celery, settings: Settings, job_id: str) -> None:
                       confirm_timeout=CONFIRM_TIMEOUT_S)  # fmt: skip
     except MessageNacked as error:
         raise OperationalError(f"The broker refused job {job_id} (nack).") from error
+
+
+def publishes_with_the_record(settings: Settings) -> bool:
+    """The broker is the records' own Redis (the default). Then the gateway pushes a job's
+    message in the transaction that stores the job (`predict_message`, `AsyncStore.create`):
+    stored and queued together or not at all, for a fraction of the CPU of Celery's publish
+    (about 1 ms a job from the gateway's thread pool, `python -m bench.enqueue`)."""
+    return not settings.broker_url or settings.broker_url == settings.redis_url
+
+
+def predict_message(app: Celery, settings: Settings, job_id: str) -> bytes:
+    """The message `enqueue_predict` has Celery push onto the Redis queue for `job_id`: Celery's
+    task protocol 2 in kombu's Redis envelope, byte for byte but for its fresh ids (checked
+    against a real publish by tests/integration/test_direct_publish.py, for the pinned
+    Celery and kombu)."""
+    task_id = str(uuid.uuid4())
+    body = json.dumps(
+        [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    )
+    headers = {
+        "lang": "py", "task": PREDICT_TASK, "id": task_id, "shadow": None, "eta": None,
+        "expires": None, "group": None, "group_index": None, "retries": 0,
+        "timelimit": [None, None], "root_id": task_id, "parent_id": None,
+        "argsrepr": repr([job_id]), "kwargsrepr": "{}", "origin": anon_nodename(),
+        "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None,
+        "stamps": {},
+    }  # fmt: skip
+    properties = {
+        "correlation_id": task_id, "reply_to": app.thread_oid, "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": settings.queue_name},
+        "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+    }  # fmt: skip
+    envelope = {
+        "body": base64.b64encode(body.encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": properties,
+    }
+    return json.dumps(envelope).encode()
 
 
 def delivery_configured(settings: Settings) -> bool:

@@ -92,27 +92,34 @@ class AsyncStore:
         links: Mapping[Lookup, str] | None = None,
         model_input: bytes | None = None,
         extras: Mapping[str, bytes] | None = None,
+        queued: tuple[str, bytes] | None = None,
     ) -> None:
         """The upload (and the model input made from it, if any, and `extras`: blobs by name,
         such as the display copy), the record, its entry in the pending index and the lookups
-        (lookup -> value) that lead to it, all or nothing. Lookups expire and go with the job.
-        With object storage the objects go first, and are taken back if the record cannot
-        follow: a record never points at objects that were not stored."""
+        (lookup -> value) that lead to it, all or nothing; with `queued` (a list's key, a
+        message), the job's broker message pushed in the same transaction
+        (`shared.queue.predict_message`). Lookups expire and go with the job. With object
+        storage the objects go first, and are taken back if the record cannot follow: a
+        record never points at objects that were not stored."""
         blobs = {"upload": upload, **({"input": model_input} if model_input is not None else {})}
         blobs.update(extras or {})
         if self.objects is None:
-            await self._create_in_redis(job, blobs, links)
+            await self._create_in_redis(job, blobs, links, queued)
             return
         try:
             await self.objects.put_many({job.job_id: blobs})
-            await self._create_in_redis(job, {}, links)
+            await self._create_in_redis(job, {}, links, queued)
         except (RedisError, BlobStoreUnavailable):
             with contextlib.suppress(BlobStoreUnavailable):
                 await self.objects.delete([job.job_id], BLOB_NAMES)
             raise
 
     async def _create_in_redis(
-        self, job: Job, blobs: Mapping[str, bytes], links: Mapping[Lookup, str] | None
+        self,
+        job: Job,
+        blobs: Mapping[str, bytes],
+        links: Mapping[Lookup, str] | None,
+        queued: tuple[str, bytes] | None = None,
     ) -> None:
         pipe = self.client.pipeline(transaction=True)
         for name, data in blobs.items():
@@ -125,6 +132,8 @@ class AsyncStore:
             pipe.set(self.keys.lookup(lookup), value, ex=self.ttl_s)
             pipe.sadd(self.keys.refs(job.job_id), self.keys.lookup(lookup))
             pipe.expire(self.keys.refs(job.job_id), self.ttl_s)
+        if queued is not None:
+            pipe.lpush(*queued)
         await pipe.execute()
 
     async def get(self, job_id: str) -> Job | None:
