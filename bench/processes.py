@@ -152,7 +152,8 @@ class ServerProcess:
     waited for: ready when `ready_path` answers 200, or without one, when the port accepts."""
 
     def __init__(self, command: list[str], environment: dict[str, str], log_path: Path,
-                 ready_path: str | None = None):  # fmt: skip
+                 ready_path: str | None = None, tree: Path = REPO_ROOT):  # fmt: skip
+        self.tree = tree  # the checkout it runs from (`python -m` imports from there first)
         self.port = free_port()
         self.command = [part.replace("{port}", str(self.port)) for part in command]
         self.environment = environment
@@ -167,7 +168,7 @@ class ServerProcess:
     def start(self, timeout_s: float = 30) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, env=self.environment, stdout=log,
+                self.command, cwd=self.tree, env=self.environment, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         wait_until(self.ready, timeout_s, f"{self.command[0]} on port {self.port}")
@@ -202,7 +203,7 @@ class UvicornProcess(ServerProcess):
 
     def __init__(self, app: str, environment: dict[str, str], log_path: Path,
                  ready_path: str = "/healthz", factory: bool = False,
-                 processes: int = 1):  # fmt: skip
+                 processes: int = 1, tree: Path = REPO_ROOT):  # fmt: skip
         command = [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app,
                    "--port", "{port}", "--log-level", "warning", "--no-access-log",
                    "--no-proxy-headers"]  # fmt: skip
@@ -210,4 +211,4 @@ class UvicornProcess(ServerProcess):
             command += ["--http", "gateway.http_protocol:HeadDeadlineProtocol"]
         if processes > 1:  # one listening socket, shared by `processes` servers (a host's gateways)
             command += ["--workers", str(processes)]
-        super().__init__(command, environment, log_path, ready_path)
+        super().__init__(command, environment, log_path, ready_path, tree)
