@@ -121,7 +121,8 @@ def decode_once(
         extras[SOURCE_HEADER_BLOB] = header
     if preprocessing is not None and accepted.model_input is not None:
         packed = pack_input(accepted.model_input, preprocessing)
-        extras["placement"] = placement_of(decoded, preprocessing).to_bytes()
+        placement = placement_of(decoded, preprocessing, accepted.border_box)
+        extras["placement"] = placement.to_bytes()
     elapsed_ms = round((time.perf_counter() - started) * 1000.0, 3)
     return Upload(accepted.stored, packed, elapsed_ms, extras)
 

@@ -18,7 +18,7 @@ import json
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.imaging import PreprocessParams, content_rectangle, flat_border_box
+from shared.imaging import BorderBox, PreprocessParams, content_rectangle, flat_border_box
 
 
 class Span(BaseModel):
@@ -56,12 +56,15 @@ class Placement(BaseModel):
             return None
 
 
-def placement_of(gray: np.ndarray, params: PreprocessParams) -> Placement:
-    """The placement `preprocess(gray, params)` uses: the same trim box, the same rectangle."""
+def placement_of(
+    gray: np.ndarray, params: PreprocessParams, border_box: BorderBox | None = None
+) -> Placement:
+    """The placement `preprocess(gray, params)` uses: the same trim box (`border_box`, where
+    the caller has it already), the same rectangle."""
     rows, columns = gray.shape
     top, bottom, left, right = (0, rows, 0, columns)
     if params.trim_borders:
-        top, bottom, left, right = flat_border_box(gray, params.max_trim_fraction)
+        top, bottom, left, right = border_box or flat_border_box(gray, params.max_trim_fraction)
     size = params.image_size
     input_top, input_left, height, width = content_rectangle((bottom - top, right - left), params)
     return Placement(

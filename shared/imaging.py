@@ -119,6 +119,7 @@ class AcceptedUpload:
     stored: bytes  # what to keep: the upload itself, or a DICOM's pixels without its tags
     model_input: np.ndarray | None  # the model's input, when the caller knew the preprocessing
     decoded: np.ndarray | None = None  # the decode both came from (`shared.display`, `.geometry`)
+    border_box: BorderBox | None = None  # the trim the model input was cut with (`.geometry`)
 
 
 def accept_upload(
@@ -136,8 +137,10 @@ def accept_upload(
     """
     gray = decode_grayscale(data, limits, intake_draft_side(params, draft_side))
     stored = encode_png(gray) if sniff_format(data) == "dicom" else data
-    model_input = preprocess(gray, params) if params is not None else None
-    return AcceptedUpload(stored, model_input, gray)
+    if params is None:
+        return AcceptedUpload(stored, None, gray)
+    box = border_box_of(gray, params)
+    return AcceptedUpload(stored, preprocess(gray, params, box), gray, box)
 
 
 def decode_cost(data: bytes, limits: IntakeLimits, draft_side: int | None = None) -> int:
@@ -284,7 +287,10 @@ def _window_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def flat_border_box(gray: np.ndarray, max_fraction: float) -> tuple[int, int, int, int]:
+BorderBox = tuple[int, int, int, int]  # rows [top, bottom), columns [left, right)
+
+
+def flat_border_box(gray: np.ndarray, max_fraction: float) -> BorderBox:
     """Rows [top, bottom) and columns [left, right) left after cutting uniform padding and
     collimator bands off each edge, at most `max_fraction` of a side each (the seed's border
     shortcut). The audit moves ground-truth masks through the same box."""
@@ -296,6 +302,12 @@ def flat_border_box(gray: np.ndarray, max_fraction: float) -> tuple[int, int, in
         _leading_flat_lines(gray.T, column_limit),
         width - _leading_flat_lines(gray.T[::-1], column_limit),
     )
+
+
+def border_box_of(gray: np.ndarray, params: PreprocessParams) -> BorderBox | None:
+    """The trim `preprocess(gray, params)` makes, found once for it and `shared.geometry`;
+    None where the model's preprocessing trims nothing."""
+    return flat_border_box(gray, params.max_trim_fraction) if params.trim_borders else None
 
 
 def trim_flat_borders(gray: np.ndarray, max_fraction: float) -> np.ndarray:
@@ -319,11 +331,15 @@ def _leading_flat_lines(lines: np.ndarray, limit: int, block: int = 16) -> int:
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "area": Image.Resampling.BOX}
 
 
-def preprocess(gray: np.ndarray, params: PreprocessParams) -> np.ndarray:
+def preprocess(
+    gray: np.ndarray, params: PreprocessParams, border_box: BorderBox | None = None
+) -> np.ndarray:
     """Decoded grayscale -> the model's (size, size) uint8 input. `shared.geometry` follows
-    these steps to carry maps back onto the film and the audit to carry masks onto the input."""
+    these steps to carry maps back onto the film and the audit to carry masks onto the input.
+    `border_box`: this film's `flat_border_box`, where the caller has it already."""
     if params.trim_borders:
-        gray = trim_flat_borders(gray, params.max_trim_fraction)
+        top, bottom, left, right = border_box or flat_border_box(gray, params.max_trim_fraction)
+        gray = gray[top:bottom, left:right]
     size = params.image_size
     top, left, height, width = content_rectangle(gray.shape, params)
     resized = Image.fromarray(gray).resize((width, height), RESAMPLING[params.interpolation])

@@ -36,6 +36,7 @@ from shared.geometry import placement_of
 from shared.handoff import pack_input, pack_map, unpack_input
 from shared.imaging import (
     IntakeLimits,
+    border_box_of,
     decode_grayscale,
     decode_memory,
     model_draft_side,
@@ -233,7 +234,8 @@ def _decode(
     try:
         with decode_memory(upload, limits, draft_side):  # the worker's decode budget
             gray = decode_grayscale(upload, limits, draft_side)
-            return preprocess(gray, params), placement_of(gray, params).to_bytes()
+            box = border_box_of(gray, params)
+            return preprocess(gray, params, box), placement_of(gray, params, box).to_bytes()
     except AppError:
         raise
     except Exception as error:
