@@ -39,6 +39,10 @@ REDIS_READ = (
     "_HiredisParser.read_from_socket (redis/_parsers/hiredis.py:192)"
 )
 TENSORFLOW = "quick_execute (tensorflow/python/eager/execute.py:53)"
+GATEWAY_LOOP = (
+    "<module> (uvicorn/__main__.py:4);run (uvicorn/main.py:632);Server.run (uvicorn/server.py:86);"
+    "asyncio_run (uvicorn/_compat.py:30);Runner.run (asyncio/runners.py:118)"
+)
 
 
 def stack(*parts: str) -> tuple[Frame, ...]:
@@ -141,6 +145,7 @@ def test_the_innermost_frame_with_a_purpose_decides(expected: str, frames: tuple
         stack(
             "Thread.run (threading.py:982)", "Watchdog._watch (worker/serving/time_limits.py:75)"
         ),
+        stack(GATEWAY_LOOP),  # uvloop between callbacks, in C
         (),
     ],
 )
@@ -150,6 +155,11 @@ def test_a_thread_blocked_at_the_top_of_its_stack_is_idle(frames: tuple) -> None
 
 def test_a_wait_below_the_top_of_the_stack_is_not_idle() -> None:
     assert categorise(stack(BATCH, "Condition.wait (threading.py:327)", TENSORFLOW)) == MODEL
+
+
+def test_a_callback_the_gateway_loop_runs_is_http_work() -> None:
+    callback = "RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:420)"
+    assert categorise(stack(GATEWAY_LOOP, callback)) == HTTP
 
 
 RAW = f"""\
