@@ -29,7 +29,7 @@ BOUND_SIGNS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
 
 CONFIGURATION_INTRO = f"""# Configuration reference
 
-<!-- Generated from shared/config.py by `{REGENERATE_COMMAND}`; do not edit by hand. -->
+<!-- Generated from shared/config/ by `{REGENERATE_COMMAND}`; do not edit by hand. -->
 
 Every setting is an environment variable: `PNEUMO_` followed by the setting's name in capitals.
 Each process reads them once when it starts, and they stay fixed while it runs. With Docker
