@@ -21,7 +21,7 @@ from PIL import Image
 from bench import orthanc
 from bench.orthanc import DeliveryProcess, OrthancProcess
 from shared.dicom_results import part10
-from tests.support.dicom_network import jobs_by_instance
+from tests.support.dicom_network import jobs_by_instance, related_body
 from tests.support.pacs import (
     PATIENT_ID,
     PATIENT_TRACES,
@@ -44,7 +44,6 @@ pytestmark = [
     pytest.mark.skipif(not orthanc.installed(), reason=orthanc.MISSING),
 ]
 SR_STORAGE, SC_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7"
-STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=pneumo-test-boundary'
 
 
 @dataclass
@@ -161,10 +160,9 @@ def check_results(pacs: Pacs, instances: list[dict], job: dict, source, tmp_path
 
 
 def stow(pacs: Pacs, source) -> httpx.Response:
-    body = (b"--pneumo-test-boundary\r\nContent-Type: application/dicom\r\n\r\n"
-            + part10(source) + b"\r\n--pneumo-test-boundary--\r\n")  # fmt: skip
+    body, content_type = related_body([("application/dicom", part10(source))])
     return httpx.post(f"{pacs.gateway.url}/dicomweb/studies", content=body,
-                      headers={"Content-Type": STOW_TYPE}, timeout=30)  # fmt: skip
+                      headers={"Content-Type": content_type}, timeout=30)  # fmt: skip
 
 
 def check_privacy(pacs: Pacs, redis_server: RedisServer, worker) -> None:
