@@ -6,10 +6,17 @@ JPEG's EXIF and comments are gone too. Grayscale at the film's own aspect ratio,
 at most `Settings.display_max_side` and never upscaled; JPEG at quality 85, which keeps a
 typical 1,000-2,000 px film at a fraction of the upload's weight (measured: docs/operations.md).
 
-A grayscale JPEG that already fits (no resizing, no EXIF rotation, at most
-`MAX_KEPT_BITS_PER_PIXEL`) is kept as its own compressed pixels with every metadata segment
-removed (`shared.jpeg_segments`): the same pixels as the upload, for none of the decode and
-encode that would cost a gateway more CPU than its model-input decode (bench/RESULTS.md).
+Cheap where it can be, because the gateway pays for it on every upload:
+
+- A grayscale JPEG that already fits (no resizing, no EXIF rotation, at most
+  `MAX_KEPT_BITS_PER_PIXEL`) is kept as its own compressed pixels with every metadata segment
+  removed (`shared.jpeg_segments`): the same pixels as the upload, no decode, no encode.
+- A JPEG that a DCT-domain reduction (1/2, 1/4, 1/8: Pillow's draft mode) brings to between
+  `DRAFT_MIN_FRACTION` of the display's long side and all of it is decoded at that scale and
+  kept at that size, without a resample: a 2,000 px film becomes 1,000 px, for about a third
+  of the CPU of a full decode and a bilinear resample to 1,024 (docs/operations.md).
+- Anything else is decoded (at the largest draft still at least the display's size) and
+  resampled to exactly `display_max_side`.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ DISPLAY_QUALITY = 85
 # 95-100 (2-4 bits a pixel) is re-encoded at DISPLAY_QUALITY instead (about 1 bit a pixel),
 # so what each job holds for its lifetime stays bounded.
 MAX_KEPT_BITS_PER_PIXEL = 3.0
+# A film a JPEG draft brings this close to the display's long side keeps the draft's size: at
+# most a quarter of the display's resolution given up for the full decode and the resample
+# (10-20 ms of a gateway's CPU for 1,300-2,000 px films) it saves.
+DRAFT_MIN_FRACTION = 0.75
 DISPLAY_FORMAT = "JPEG"
 DISPLAY_MEDIA_TYPE = "image/jpeg"
 
@@ -42,7 +53,7 @@ def display_copy(
     DICOM, small or draft-free JPEGs), or from one more JPEG decode in draft mode at the
     display's own scale. `keep_as_sent=False` draws every film (the benchmark's comparison)."""
     film_shape, upright_as_stored = _film_shape(data, decoded)
-    target = display_shape(film_shape, max_side)
+    target = display_target(film_shape, max_side, jpeg=sniff_format(data) == "jpeg")
     if keep_as_sent and target == film_shape and upright_as_stored:
         kept = pixels_only(data)
         if kept is not None and len(kept) * 8 <= MAX_KEPT_BITS_PER_PIXEL * target[0] * target[1]:
@@ -51,6 +62,21 @@ def display_copy(
         # Drafted (decoded at 1/2..1/8 scale, both sides at least the short side asked for).
         decoded = decode_grayscale(data, limits, draft_side=min(target))
     return encode_display(_resize(decoded, target))
+
+
+def display_target(film_shape: tuple[int, int], max_side: int, jpeg: bool) -> tuple[int, int]:
+    """(rows, columns) of a film's display copy: the film's own size if it fits; for a JPEG,
+    its size at a draft scale (1/2, 1/4, 1/8, as libjpeg rounds: up) that fits and keeps at
+    least `DRAFT_MIN_FRACTION` of `max_side`; else the film scaled to `max_side` exactly."""
+    exact = display_shape(film_shape, max_side)
+    if not jpeg or exact == film_shape:
+        return exact
+    rows, columns = film_shape
+    for scale in (2, 4, 8):
+        drafted = (-(-rows // scale), -(-columns // scale))
+        if max(drafted) <= max_side:
+            return drafted if max(drafted) >= DRAFT_MIN_FRACTION * max_side else exact
+    return exact
 
 
 def encode_display(gray: np.ndarray) -> bytes:

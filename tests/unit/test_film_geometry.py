@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.display import decode_display, display_copy
+from shared.display import decode_display, display_copy, display_target
 from shared.geometry import Placement, display_shape, map_on_film, placement_of
 from shared.imaging import IntakeLimits, PreprocessParams, accept_upload, preprocess
 from shared.overlay import film_heatmap, film_overlay
@@ -157,3 +157,28 @@ def test_a_film_the_display_cannot_keep_as_sent_is_drawn_again_in_grayscale() ->
             assert picture.info.get("jfif") is not None, name  # Pillow's own encode, not the upload
         if name == "heavy":
             assert len(display) < 0.5 * len(data)
+
+
+def test_a_jpeg_a_draft_brings_close_to_the_display_side_keeps_the_drafts_size() -> None:
+    """1/2 of a 1,600 x 2,000 film is 800 x 1,000: within a quarter of 1,024, so the display is
+    the DCT-scaled decode itself, not resampled. 1/2 of 1,300 px would be 650 (too coarse):
+    that film is resampled to 1,024 exactly, as is a PNG."""
+    assert display_target((1600, 2000), 1024, jpeg=True) == (800, 1000)
+    assert display_target((1601, 2001), 1024, jpeg=True) == (801, 1001)  # libjpeg rounds up
+    assert display_target((1300, 1300), 1024, jpeg=True) == (1024, 1024)
+    assert display_target((1600, 2000), 1024, jpeg=False) == (819, 1024)
+    assert display_target((4000, 4000), 1024, jpeg=True) == (1000, 1000)  # 1/4
+    assert display_target((900, 1000), 1024, jpeg=True) == (900, 1000)  # fits already
+
+    film = np.kron(non_square_film(rows=160, columns=190), np.ones((8, 8), np.uint8))
+    film[:, -400:] = 250  # a bright band on the right: the copy is upright
+    data = jpeg_bytes(film)  # 1,520 x 2,000
+    accepted = accept_upload(data, LIMITS, PreprocessParams(), draft_side=256)
+    assert accepted.decoded is not None
+    copy = decode_display(display_copy(data, accepted.decoded, LIMITS, 1024))
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (760, 760))
+        drafted = np.asarray(image)
+    assert copy is not None and copy.shape == drafted.shape == (760, 1000)
+    assert np.abs(copy.astype(int) - drafted).mean() < 2  # the draft itself, re-encoded
+    assert copy[:, -150:].mean() > 240 and copy[:, :50].mean() < 120
