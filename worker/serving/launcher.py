@@ -21,8 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -104,7 +103,6 @@ class Child:
     started_at: float = 0.0
     quick_exits: int = 0
     restart_at: float | None = None
-    recent_exits: deque[float] = field(default_factory=lambda: deque(maxlen=CRASH_LOOP_EXITS))
 
     def start(self) -> None:
         output: IO[bytes] | None = self.log_path.open("ab") if self.log_path else None
