@@ -52,8 +52,9 @@ def display_copy(
     removed; else drawn from the pixels intake already decoded when they are fine enough (PNG,
     DICOM, small or draft-free JPEGs), or from one more JPEG decode in draft mode at the
     display's own scale. `keep_as_sent=False` draws every film (the benchmark's comparison)."""
-    film_shape, upright_as_stored = _film_shape(data, decoded)
-    target = display_target(film_shape, max_side, jpeg=sniff_format(data) == "jpeg")
+    jpeg = sniff_format(data) == "jpeg"
+    film_shape, upright_as_stored = _film_shape(data, decoded, jpeg)
+    target = display_target(film_shape, max_side, jpeg)
     if keep_as_sent and target == film_shape and upright_as_stored:
         kept = pixels_only(data)
         if kept is not None and len(kept) * 8 <= MAX_KEPT_BITS_PER_PIXEL * target[0] * target[1]:
@@ -96,11 +97,11 @@ def decode_display(data: bytes | None) -> np.ndarray | None:
         return None
 
 
-def _film_shape(data: bytes, decoded: np.ndarray) -> tuple[tuple[int, int], bool]:
+def _film_shape(data: bytes, decoded: np.ndarray, jpeg: bool) -> tuple[tuple[int, int], bool]:
     """The film's full (rows, columns), upright: the header's size for a JPEG that may have been
     decoded in draft mode (an EXIF rotation swaps the sides, as the decode did); and whether
     the file's pixels are stored upright (a JPEG without an EXIF orientation to apply)."""
-    if sniff_format(data) != "jpeg":
+    if not jpeg:
         return (decoded.shape[0], decoded.shape[1]), False
     try:
         with warnings.catch_warnings():

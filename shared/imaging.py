@@ -310,8 +310,11 @@ def border_box_of(gray: np.ndarray, params: PreprocessParams) -> BorderBox | Non
     return flat_border_box(gray, params.max_trim_fraction) if params.trim_borders else None
 
 
-def trim_flat_borders(gray: np.ndarray, max_fraction: float) -> np.ndarray:
-    top, bottom, left, right = flat_border_box(gray, max_fraction)
+def trim_flat_borders(
+    gray: np.ndarray, max_fraction: float, border_box: BorderBox | None = None
+) -> np.ndarray:
+    """`gray` inside its flat-border box (`border_box`, where the caller has it already)."""
+    top, bottom, left, right = border_box or flat_border_box(gray, max_fraction)
     return gray[top:bottom, left:right]
 
 
@@ -338,8 +341,7 @@ def preprocess(
     these steps to carry maps back onto the film and the audit to carry masks onto the input.
     `border_box`: this film's `flat_border_box`, where the caller has it already."""
     if params.trim_borders:
-        top, bottom, left, right = border_box or flat_border_box(gray, params.max_trim_fraction)
-        gray = gray[top:bottom, left:right]
+        gray = trim_flat_borders(gray, params.max_trim_fraction, border_box)
     size = params.image_size
     top, left, height, width = content_rectangle(gray.shape, params)
     resized = Image.fromarray(gray).resize((width, height), RESAMPLING[params.interpolation])
