@@ -85,7 +85,10 @@ def limited_receive(receive: Receive, budget: BodyBudget) -> Receive:
         if seconds_left <= 0:
             raise budget.too_slow()
         try:
-            message = await asyncio.wait_for(receive(), seconds_left)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+            # (the client hung up) that lands as `receive` completes.
+            async with asyncio.timeout(seconds_left):
+                message = await receive()
         except TimeoutError:
             raise budget.too_slow() from None
         if message["type"] == "http.request":

@@ -15,6 +15,12 @@ lost message costs at most that long, never a hang), and every waiter is told to
 soon as the subscription is back.
 
 Time comes from a `Clock`, so tests move it instead of waiting for it to pass.
+
+Stopping takes more than one `cancel()`. On Python 3.11, `asyncio.wait_for` (which redis-py
+uses for its socket writes and connects) returns the awaited result and drops the cancellation
+when both land in the same loop step, so a single cancel can vanish and leave the listener
+running for ever, and the gateway's shutdown waiting on it. `stop` therefore raises a flag the
+loops check and cancels again until the task has ended.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ LISTEN_TIMEOUT_S = 1.0
 # After a lost connection: 0.2 s, 0.4 s, ... then every BACKOFF_MAX_S until Redis is back.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
+# How long `stop` waits for the listener to end before cancelling it again.
+RECANCEL_S = 0.05
 
 
 class Clock(Protocol):
@@ -94,24 +102,40 @@ class Wakeup:
 class FinishedJobs:
     """The process's subscription to the finished channel and the requests waiting on it."""
 
-    def __init__(self, store: AsyncStore, recheck_s: float = RECHECK_S, clock: Clock | None = None):
+    def __init__(
+        self,
+        store: AsyncStore,
+        recheck_s: float = RECHECK_S,
+        clock: Clock | None = None,
+        listen_timeout_s: float = LISTEN_TIMEOUT_S,
+    ):
         self.store = store
         self.recheck_s = recheck_s
+        self.listen_timeout_s = listen_timeout_s
         # Public so a test can swap in a clock it moves itself, before the first request.
         self.clock: Clock = clock or MonotonicClock()
         self.subscriptions = 0  # times the subscription was (re)established
         self.subscribed = False
         self._waiters: dict[str, set[Wakeup]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._listen_forever(), name="finished-jobs")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Ends the listener, even where a cancellation is swallowed inside the Redis client
+        (see the module's docstring)."""
+        task, self._stopping = self._task, True
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=RECANCEL_S)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
+        self._task = None
 
     @contextlib.contextmanager
     def watching(self, job_id: str) -> Iterator[Wakeup]:
@@ -142,7 +166,7 @@ class FinishedJobs:
 
     async def _listen_forever(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 async with self.store.finished_announcements() as announcements:
                     failures = 0
@@ -156,11 +180,12 @@ class FinishedJobs:
                 failures += 1
                 log.exception("The finished-jobs subscription failed unexpectedly.")
             self.subscribed = False
-            await self.clock.sleep(min(BACKOFF_FIRST_S * 2**failures, BACKOFF_MAX_S))
+            if not self._stopping:
+                await self.clock.sleep(min(BACKOFF_FIRST_S * 2**failures, BACKOFF_MAX_S))
 
     async def _relay(self, announcements: FinishedAnnouncements) -> None:
-        while True:
-            announcement = await announcements.next(LISTEN_TIMEOUT_S)
+        while not self._stopping:
+            announcement = await announcements.next(self.listen_timeout_s)
             if announcement is None:
                 continue
             if announcement.job_id is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from random import Random
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -259,3 +260,30 @@ def test_after_redis_restarts_the_subscriber_reconnects_and_wake_ups_work_again(
     clock.advance(BACKOFF_MAX_S)
     wait_until(lambda: finished.subscriptions > before, 10, "the subscriber to reconnect")
     finishing_wakes_the_long_poll(api, store, clock)
+
+
+def test_stop_ends_the_listener_even_when_redis_py_swallows_the_cancellation(
+    own_redis: RedisServer,
+) -> None:
+    """On Python 3.11 a cancel that lands as one of redis-py's `wait_for` socket operations
+    completes is dropped, and the listener went on for ever: a gateway's shutdown, and CI,
+    hung in `stop`. Started and stopped at random moments, with reads that time out every
+    2 ms so that cancels often land beside a completing operation, every stop must end."""
+    random = Random(7)
+
+    async def start_and_stop(cycles: int) -> int:
+        stopped = 0
+        for _ in range(cycles):
+            store = AsyncStore.from_url(own_redis.url, PREFIX, 3600)
+            finished = FinishedJobs(store, listen_timeout_s=0.002)
+            finished.start()
+            await asyncio.sleep(random.uniform(0, 0.01))
+            try:
+                # shield: a listener that ignores cancels would also ignore the timeout's.
+                await asyncio.wait_for(asyncio.shield(finished.stop()), 10)
+                stopped += 1
+            finally:
+                await store.aclose()
+        return stopped
+
+    assert asyncio.run(start_and_stop(200)) == 200
