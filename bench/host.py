@@ -58,7 +58,6 @@ from bench.stack import CpuMeter, HostBusy, descendants, gateway_environment
 from shared.config import Settings
 
 CONCURRENCIES = (1, 32, 256)
-TOP_CONCURRENCY = CONCURRENCIES[-1]
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from random import Random
 import uuid
 from collections.abc import Callable, Iterator
+from random import Random
 
 import pytest
 from fastapi.testclient import TestClient

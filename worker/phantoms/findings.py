@@ -29,7 +29,10 @@ def draw_pneumonia(
     contrast = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     if rng.random() < difficulty.diffuse_probability:
         return _diffuse_pattern(rng, lungs), contrast * 0.7
-    return draw_lesions(rng, lungs, core_level=0.3), contrast
+    # Centres where the lung field exceeds this fraction of its peak: 0.3 reaches the bases
+    # and the retrocardiac lung, 0.7 keeps lesions deep in a lung (anatomy.draw_lesions).
+    core_level = 0.3 if difficulty.lesions_anywhere else 0.7
+    return draw_lesions(rng, lungs, core_level=core_level), contrast
 
 
 def _diffuse_pattern(rng: np.random.Generator, lungs: np.ndarray) -> np.ndarray:
