@@ -142,8 +142,11 @@ class AsyncDecodeBudget(_Budget):
         try:
             yield
         finally:
+            # Given back before waiting for the lock: a request cancelled while it waits (its
+            # client hung up) would otherwise keep its share for the life of the process. One
+            # loop, no await in between: the waiters, who read it under the lock, see it whole.
+            ledger.in_use -= cost
             async with changed:
-                ledger.in_use -= cost
                 changed.notify_all()
 
 

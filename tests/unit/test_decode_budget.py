@@ -110,3 +110,33 @@ def test_an_async_wait_that_runs_out_is_decode_busy_and_leaves_the_queue() -> No
         assert budget.in_use == 0
 
     asyncio.run(scenario())
+
+
+def test_a_request_cancelled_while_giving_its_share_back_still_gives_it_back() -> None:
+    """A client that hangs up as its decode ends, while the budget's lock is busy (other
+    requests being admitted), must not keep its bytes: leaked for the life of the process,
+    such shares would leave every later upload waiting into 503 decode_busy."""
+
+    async def scenario() -> int:
+        budget = AsyncDecodeBudget(100)
+        inside, leave = asyncio.Event(), asyncio.Event()
+
+        async def decode() -> None:
+            async with budget.reserve(60):
+                inside.set()
+                await leave.wait()
+
+        request = asyncio.create_task(decode())
+        await inside.wait()
+        assert budget._changed is not None
+        async with budget._changed:  # the lock, as another request admitting itself holds it
+            leave.set()
+            for _ in range(5):  # the request leaves its block and queues for the lock
+                await asyncio.sleep(0)
+            request.cancel()
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await asyncio.gather(request, return_exceptions=True)
+        return budget.in_use
+
+    assert asyncio.run(scenario()) == 0
