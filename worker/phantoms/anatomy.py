@@ -12,6 +12,10 @@ from worker.phantoms.difficulty import EASY, Difficulty
 from worker.phantoms.film import smooth_noise
 
 LESION_AREA_RANGE = (0.02, 0.08)  # total lesion-mask area of a PNEUMONIA phantom, image fraction
+# Lesion centres lie where the lung field exceeds this fraction of its peak (`draw_lesions`):
+# deep in a lung, or anywhere down to the bases and the retrocardiac lung.
+CORE_LEVEL_DEEP = 0.7
+CORE_LEVEL_ANYWHERE = 0.3
 
 
 def smoothstep(edge0: float, edge1: float, value: np.ndarray) -> np.ndarray:
@@ -193,7 +197,7 @@ def _vessels(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarr
 
 
 def draw_lesions(
-    rng: np.random.Generator, lung_field: np.ndarray, core_level: float = 0.7
+    rng: np.random.Generator, lung_field: np.ndarray, core_level: float = CORE_LEVEL_DEEP
 ) -> np.ndarray:
     """1-3 fluffy consolidations in the lungs as a 0..1 level map (1 = each lesion's own peak),
     scaled until the area above 0.3 lies inside LESION_AREA_RANGE. Centres lie where the field

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.phantoms.anatomy import draw_lesions, smoothstep
+from worker.phantoms.anatomy import (
+    CORE_LEVEL_ANYWHERE,
+    CORE_LEVEL_DEEP,
+    draw_lesions,
+    smoothstep,
+)
 from worker.phantoms.difficulty import Difficulty
 from worker.phantoms.film import smooth_noise
 
@@ -29,9 +34,7 @@ def draw_pneumonia(
     contrast = float(np.exp(rng.uniform(np.log(low), np.log(high))))
     if rng.random() < difficulty.diffuse_probability:
         return _diffuse_pattern(rng, lungs), contrast * 0.7
-    # Centres where the lung field exceeds this fraction of its peak: 0.3 reaches the bases
-    # and the retrocardiac lung, 0.7 keeps lesions deep in a lung (anatomy.draw_lesions).
-    core_level = 0.3 if difficulty.lesions_anywhere else 0.7
+    core_level = CORE_LEVEL_ANYWHERE if difficulty.lesions_anywhere else CORE_LEVEL_DEEP
     return draw_lesions(rng, lungs, core_level=core_level), contrast
 
 
